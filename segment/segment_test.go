@@ -1,0 +1,410 @@
+package segment
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// memFile is an io.WriterAt/io.ReaderAt over a growing byte slice.
+type memFile struct{ b []byte }
+
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
+	if end := int(off) + len(p); end > len(m.b) {
+		m.b = append(m.b, make([]byte, end-len(m.b))...)
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func randBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// split returns every body of data cut at mss.
+func split(t testing.TB, data []byte, mss int) [][]byte {
+	t.Helper()
+	s, err := NewSplitter(bytes.NewReader(data), int64(len(data)), mss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for seq := uint32(0); seq < s.Total(); seq++ {
+		b, err := s.Segment(seq, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func assemble(t testing.TB, bodies [][]byte, cfg Config) (*Assembler, []byte) {
+	t.Helper()
+	var f memFile
+	a, err := NewAssembler(&f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bodies {
+		h, p, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Add(h, p); err != nil {
+			t.Fatalf("Add(%v): %v", h, err)
+		}
+	}
+	return a, f.b
+}
+
+func TestHeaderGolden(t *testing.T) {
+	got := Header{Seq: 0x01020304, Total: 0xA0B0C0D0}.Bytes()
+	path := filepath.Join("testdata", "header.golden")
+	if *update {
+		if err := os.WriteFile(path, got[:], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:], want) {
+		t.Fatalf("header bytes = % x, golden % x", got, want)
+	}
+	h, p, err := Decode(want)
+	if err != nil || h != (Header{Seq: 0x01020304, Total: 0xA0B0C0D0}) || len(p) != 0 {
+		t.Fatalf("Decode(golden) = %v, %d bytes, %v", h, len(p), err)
+	}
+}
+
+func TestDecodeShort(t *testing.T) {
+	for n := 0; n < HeaderSize; n++ {
+		if _, _, err := Decode(make([]byte, n)); !errors.Is(err, ErrShortBody) {
+			t.Errorf("Decode(%d bytes) err = %v, want ErrShortBody", n, err)
+		}
+	}
+}
+
+func TestCount(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		mss  int
+		want uint32
+	}{
+		{0, 10, 1}, {1, 10, 1}, {9, 10, 1}, {10, 10, 1}, {11, 10, 2}, {20, 10, 2}, {21, 10, 3}, {5, 1, 5},
+	} {
+		got, err := Count(tc.size, tc.mss)
+		if err != nil || got != tc.want {
+			t.Errorf("Count(%d, %d) = %d, %v; want %d", tc.size, tc.mss, got, err, tc.want)
+		}
+	}
+	if _, err := Count(1<<40, 1); !errors.Is(err, ErrTotalTooLarge) {
+		t.Errorf("Count(1TiB, 1) err = %v, want ErrTotalTooLarge", err)
+	}
+	if _, err := Count(1, 0); !errors.Is(err, ErrBadMSS) {
+		t.Errorf("Count(1, 0) err = %v, want ErrBadMSS", err)
+	}
+}
+
+// TestRoundTrip cuts files of edge-case sizes and reassembles them in
+// order, reversed and shuffled, with and without the MSS known.
+func TestRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	const mss = 100
+	for _, size := range []int{0, 1, mss - 1, mss, mss + 1, 2 * mss, 10*mss + 7} {
+		data := randBytes(r, size)
+		bodies := split(t, data, mss)
+		orders := map[string][][]byte{"in-order": bodies, "reversed": reversed(bodies), "shuffled": shuffled(r, bodies)}
+		for name, order := range orders {
+			for _, cfg := range []Config{{MSS: mss, Size: int64(size), SizeKnown: true}, {}} {
+				a, got := assemble(t, order, cfg)
+				if !a.Complete() {
+					// Unknown MSS: the last segment comes back NotYet when
+					// it arrives first; offer it again, as a requeue would.
+					a2, got2 := assembleRetry(t, order, cfg)
+					a, got = a2, got2
+				}
+				if !a.Complete() || !bytes.Equal(got, data) {
+					t.Fatalf("size %d %s cfg %+v: complete=%v, got %d bytes, want %d", size, name, cfg, a.Complete(), len(got), size)
+				}
+				if s, ok := a.Size(); !ok || s != int64(size) {
+					t.Fatalf("size %d %s: Size() = %d, %v", size, name, s, ok)
+				}
+			}
+		}
+	}
+}
+
+// assembleRetry offers segments like a consumer with requeue would: NotYet
+// goes to the back of the line.
+func assembleRetry(t testing.TB, bodies [][]byte, cfg Config) (*Assembler, []byte) {
+	t.Helper()
+	var f memFile
+	a, err := NewAssembler(&f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue := append([][]byte(nil), bodies...)
+	for guard := 0; len(queue) > 0; guard++ {
+		if guard > 10*len(bodies)+10 {
+			t.Fatalf("no progress with %d segments left", len(queue))
+		}
+		b := queue[0]
+		queue = queue[1:]
+		h, p, _ := Decode(b)
+		o, err := a.Add(h, p)
+		if err != nil {
+			t.Fatalf("Add(%v): %v", h, err)
+		}
+		if o == NotYet {
+			queue = append(queue, b)
+		}
+	}
+	return a, f.b
+}
+
+func reversed(in [][]byte) [][]byte {
+	out := make([][]byte, len(in))
+	for i, b := range in {
+		out[len(in)-1-i] = b
+	}
+	return out
+}
+
+func shuffled(r *rand.Rand, in [][]byte) [][]byte {
+	out := append([][]byte(nil), in...)
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+func body(seq, total uint32, payload []byte) []byte {
+	h := Header{Seq: seq, Total: total}.Bytes()
+	return append(h[:], payload...)
+}
+
+// TestForeignTrailingEmpty: a producer computing total as trunc(len/MSS)+1
+// sends an extra empty segment when the size is a multiple of MSS.
+func TestForeignTrailingEmpty(t *testing.T) {
+	data := bytes.Repeat([]byte("abcd"), 5) // 20 bytes, MSS 10
+	bodies := [][]byte{body(2, 3, nil), body(1, 3, data[10:]), body(0, 3, data[:10])}
+	for _, cfg := range []Config{{MSS: 10}, {MSS: 10, Size: 20, SizeKnown: true}, {}} {
+		a, got := assembleRetry(t, bodies, cfg)
+		if !a.Complete() || !bytes.Equal(got, data) {
+			t.Fatalf("cfg %+v: complete=%v got %q", cfg, a.Complete(), got)
+		}
+		if s, _ := a.Size(); s != 20 {
+			t.Fatalf("cfg %+v: size %d, want 20", cfg, s)
+		}
+	}
+}
+
+func TestAddRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		before [][]byte
+		seg    []byte
+		want   error
+	}{
+		{"zero total", Config{MSS: 4}, nil, body(0, 0, nil), ErrZeroTotal},
+		{"seq >= total", Config{MSS: 4}, nil, body(3, 3, []byte("ab")), ErrSeqOutOfRange},
+		{"total changes", Config{MSS: 4}, [][]byte{body(0, 3, []byte("abcd"))}, body(1, 4, []byte("abcd")), ErrTotalMismatch},
+		{"payload > MSS", Config{MSS: 4}, nil, body(0, 2, []byte("abcde")), ErrPayloadTooLarge},
+		{"short non-final", Config{MSS: 4}, nil, body(0, 2, []byte("abc")), ErrShortPayload},
+		{"absurd total", Config{MSS: 4, MaxTotal: 1000}, nil, body(0, 1<<31, []byte("abcd")), ErrTotalTooLarge},
+		{"total vs size", Config{MSS: 4, Size: 8, SizeKnown: true}, nil, body(0, 5, []byte("abcd")), ErrTotalMismatch},
+		{"last vs size", Config{MSS: 4, Size: 7, SizeKnown: true}, nil, body(1, 2, []byte("abcd")), ErrSizeMismatch},
+		{"learnt MSS", Config{}, [][]byte{body(0, 3, []byte("abcd"))}, body(1, 3, []byte("abcdef")), ErrPayloadTooLarge},
+		{"empty non-final, MSS unknown", Config{}, nil, body(0, 3, nil), ErrShortPayload},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var f memFile
+			a, err := NewAssembler(&f, tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range tc.before {
+				h, p, _ := Decode(b)
+				if _, err := a.Add(h, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			written := len(f.b)
+			h, p, _ := Decode(tc.seg)
+			_, err = a.Add(h, p)
+			var se *SegmentError
+			if !errors.Is(err, tc.want) || !errors.As(err, &se) || se.Header != h {
+				t.Fatalf("Add(%v) err = %v, want %v in a *SegmentError", h, err, tc.want)
+			}
+			if len(f.b) != written {
+				t.Fatalf("a rejected segment wrote %d bytes", len(f.b)-written)
+			}
+		})
+	}
+}
+
+func TestDuplicateAndWindow(t *testing.T) {
+	var f memFile
+	a, _ := NewAssembler(&f, Config{MSS: 2, Window: 2})
+	add := func(seq uint32) Outcome {
+		t.Helper()
+		o, err := a.Add(Header{Seq: seq, Total: 5}, []byte{byte('a' + seq), byte('a' + seq)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	steps := []struct {
+		seq  uint32
+		want Outcome
+	}{
+		{2, NotYet}, {1, Placed}, {2, NotYet}, {0, Placed}, {1, Duplicate}, {2, Placed}, {4, Placed}, {3, Placed}, {4, Duplicate},
+	}
+	for i, s := range steps {
+		if got := add(s.seq); got != s.want {
+			t.Fatalf("step %d: Add(seq %d) = %v, want %v (next %d)", i, s.seq, got, s.want, a.Next())
+		}
+	}
+	if !a.Complete() || string(f.b) != "aabbccddee" {
+		t.Fatalf("complete=%v file %q", a.Complete(), f.b)
+	}
+}
+
+func TestSaveResume(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	data := randBytes(r, 1000)
+	bodies := shuffled(r, split(t, data, 64))
+	cfg := Config{MSS: 64, Size: 1000, SizeKnown: true}
+	var f memFile
+	a, _ := NewAssembler(&f, cfg)
+	half := len(bodies) / 2
+	for _, b := range bodies[:half] {
+		h, p, _ := Decode(b)
+		a.Add(h, p)
+	}
+	state, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewAssembler(&f, cfg)
+	if err := b.UnmarshalBinary(state); err != nil {
+		t.Fatal(err)
+	}
+	if b.Received() != uint32(half) {
+		t.Fatalf("resumed with %d received, want %d", b.Received(), half)
+	}
+	var dups int
+	for _, body := range bodies { // the whole transfer again: the first half are duplicates
+		h, p, _ := Decode(body)
+		o, err := b.Add(h, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o == Duplicate {
+			dups++
+		}
+	}
+	if dups != half || !b.Complete() || !bytes.Equal(f.b, data) {
+		t.Fatalf("dups %d want %d, complete %v, equal %v", dups, half, b.Complete(), bytes.Equal(f.b, data))
+	}
+	other, _ := NewAssembler(&f, Config{MSS: 32})
+	if err := other.UnmarshalBinary(state); !errors.Is(err, ErrBadState) {
+		t.Fatalf("resume with another MSS: err = %v, want ErrBadState", err)
+	}
+	for _, cut := range []int{0, 5, len(state) - 1} {
+		c, _ := NewAssembler(&f, cfg)
+		if err := c.UnmarshalBinary(state[:cut]); !errors.Is(err, ErrBadState) {
+			t.Fatalf("truncated state (%d bytes): err = %v, want ErrBadState", cut, err)
+		}
+	}
+}
+
+// FuzzDecode: any body decodes or reports ErrShortBody, and encoding the
+// decoded header gives the same 8 bytes back.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(body(0, 1, nil))
+	f.Add(body(7, 3, []byte("xyz")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, p, err := Decode(b)
+		if err != nil {
+			if len(b) >= HeaderSize || !errors.Is(err, ErrShortBody) {
+				t.Fatalf("Decode(%d bytes): %v", len(b), err)
+			}
+			return
+		}
+		enc := h.Bytes()
+		if !bytes.Equal(enc[:], b[:HeaderSize]) || len(p) != len(b)-HeaderSize {
+			t.Fatal("header does not round-trip")
+		}
+	})
+}
+
+// FuzzAssemble: a file split with a fuzzed MSS, delivered in a fuzzed order
+// with fuzzed corruptions, either assembles to exactly the input or every
+// bad segment gets a typed error; nothing panics.
+func FuzzAssemble(f *testing.F) {
+	f.Add([]byte("hello, segmented world"), uint8(4), uint64(1), uint8(0))
+	f.Add([]byte{}, uint8(1), uint64(2), uint8(3))
+	f.Add(bytes.Repeat([]byte{7}, 64), uint8(8), uint64(3), uint8(200))
+	f.Fuzz(func(t *testing.T, data []byte, mssb uint8, seed uint64, corrupt uint8) {
+		mss := int(mssb%32) + 1
+		r := rand.New(rand.NewPCG(seed, 99))
+		bodies := shuffled(r, split(t, data, mss))
+		var f memFile
+		cfg := Config{MSS: mss, Size: int64(len(data)), SizeKnown: true, Window: uint32(corrupt % 4)}
+		if corrupt%2 == 1 {
+			cfg = Config{}
+		}
+		a, err := NewAssembler(&f, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Mix in garbage: a random corruption of a random body.
+		if corrupt > 128 && len(bodies) > 0 {
+			bad := append([]byte(nil), bodies[r.IntN(len(bodies))]...)
+			bad[r.IntN(len(bad))] ^= byte(r.Uint32() | 1)
+			if r.IntN(2) == 0 {
+				bad = append(bad, 1, 2, 3)
+			}
+			bodies = append([][]byte{bad}, bodies...)
+		}
+		// Requeue NotYet to the back, until a whole pass places nothing.
+		queue := bodies
+		for sinceProgress := 0; len(queue) > 0 && sinceProgress <= len(queue); sinceProgress++ {
+			b := queue[0]
+			queue = queue[1:]
+			h, p, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := a.Add(h, p)
+			var se *SegmentError
+			if err != nil && !errors.As(err, &se) {
+				t.Fatalf("untyped error %v", err)
+			}
+			if o == NotYet {
+				queue = append(queue, b)
+			} else if o == Placed {
+				sinceProgress = 0
+			}
+		}
+		if corrupt > 128 {
+			return // a corrupt copy may legitimately have won a race for a seq
+		}
+		if !a.Complete() || !bytes.Equal(f.b[:min(len(f.b), len(data))], data) || len(f.b) > len(data) {
+			t.Fatalf("complete=%v, got %d bytes want %d", a.Complete(), len(f.b), len(data))
+		}
+	})
+}

@@ -1,0 +1,279 @@
+package snapfile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/segmq/segmq/proto/snapshotpb"
+	"github.com/segmq/segmq/recordio"
+)
+
+// Summary describes a verified snapshot.
+type Summary struct {
+	Records  int64
+	Bytes    int64
+	SHA256   string // hex
+	Database string
+	Tables   int
+	Rows     int64
+}
+
+// countingHash feeds a hash and counts bytes as the reader reads.
+type countingHash struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (c *countingHash) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// Verify walks every record of a snapshot, decodes it and checks the
+// record order, every row against its table's columns, and the trailer's
+// counts. It returns a Summary, or an *Error at the offset of the first
+// problem (for a missing trailer, the end of the file). progress, if not
+// nil, is called with the bytes read so far every 4096 records.
+func Verify(ctx context.Context, r io.Reader, progress func(bytes int64)) (Summary, error) {
+	ch := &countingHash{r: r, h: sha256.New()}
+	rr := recordio.NewReader(ch)
+	var (
+		sum     Summary
+		rec     pb.Record
+		tables  = map[uint32]*pb.Table{}
+		order   []uint32
+		rows    = map[uint32]uint64{}
+		trailer *pb.Trailer
+		idx     int64
+	)
+	fail := func(off int64, err error, format string, args ...any) error {
+		return &Error{Offset: off, Record: idx, Err: err, Detail: fmt.Sprintf(format, args...)}
+	}
+	for ; ; idx++ {
+		off := rr.Offset()
+		b, err := rr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var ce *recordio.CorruptError
+			if errors.As(err, &ce) {
+				return sum, &Error{Offset: ce.Offset, Record: idx, Err: ce.Err, Detail: ce.Detail}
+			}
+			return sum, err
+		}
+		if idx&4095 == 0 {
+			if err := ctx.Err(); err != nil {
+				return sum, err
+			}
+			if progress != nil {
+				progress(rr.Offset())
+			}
+		}
+		if err := proto.Unmarshal(b, &rec); err != nil {
+			return sum, fail(off, ErrDecode, "%v", err)
+		}
+		if trailer != nil {
+			return sum, fail(off, ErrAfterTrailer, "")
+		}
+		switch k := rec.Kind.(type) {
+		case *pb.Record_Header:
+			if idx != 0 {
+				return sum, fail(off, ErrOrder, "a second header")
+			}
+			sum.Database = k.Header.GetDatabase()
+		case *pb.Record_Table:
+			if idx == 0 {
+				return sum, fail(off, ErrNoHeader, "found a table")
+			}
+			t := k.Table
+			if _, dup := tables[t.GetId()]; dup {
+				return sum, fail(off, ErrDuplicateTbl, "table id %d (%s)", t.GetId(), t.GetName())
+			}
+			tables[t.GetId()] = t
+			order = append(order, t.GetId())
+		case *pb.Record_Row:
+			if idx == 0 {
+				return sum, fail(off, ErrNoHeader, "found a row")
+			}
+			if err := checkRow(k.Row, tables); err != nil {
+				return sum, fail(off, err, "%s", rowDetail(k.Row, tables, err))
+			}
+			rows[k.Row.GetTableId()]++
+			sum.Rows++
+		case *pb.Record_Trailer:
+			if idx == 0 {
+				return sum, fail(off, ErrNoHeader, "found a trailer")
+			}
+			trailer = k.Trailer
+			if err := checkTrailer(trailer, order, rows, sum.Rows); err != nil {
+				return sum, fail(off, ErrCountMismatch, "%v", err)
+			}
+		default:
+			return sum, fail(off, ErrDecode, "record has no kind")
+		}
+	}
+	sum.Records = idx
+	sum.Bytes = rr.Offset()
+	sum.Tables = len(tables)
+	if idx == 0 {
+		return sum, &Error{Offset: 0, Err: ErrNoHeader, Detail: "the file is empty"}
+	}
+	if trailer == nil {
+		return sum, &Error{Offset: rr.Offset(), Record: idx, Err: ErrNoTrailer,
+			Detail: fmt.Sprintf("%d records, %d rows read", idx, sum.Rows)}
+	}
+	sum.SHA256 = hex.EncodeToString(ch.h.Sum(nil))
+	return sum, nil
+}
+
+var errNullNotAllowed = errors.New("NULL in a NOT NULL column")
+
+func checkRow(row *pb.Row, tables map[uint32]*pb.Table) error {
+	t, ok := tables[row.GetTableId()]
+	if !ok {
+		return ErrUnknownTable
+	}
+	if len(row.Values) != len(t.Columns) {
+		return ErrColumnCount
+	}
+	for i, v := range row.Values {
+		c := t.Columns[i]
+		var ok bool
+		switch v.GetKind().(type) {
+		case *pb.Value_Null:
+			if !c.Nullable {
+				return fmt.Errorf("%w: column %s: %w", ErrTypeMismatch, c.Name, errNullNotAllowed)
+			}
+			ok = true
+		case *pb.Value_Int64:
+			ok = c.Type == pb.ColumnType_COLUMN_TYPE_INT64
+		case *pb.Value_Float64:
+			ok = c.Type == pb.ColumnType_COLUMN_TYPE_FLOAT64
+		case *pb.Value_Text:
+			ok = c.Type == pb.ColumnType_COLUMN_TYPE_TEXT
+		case *pb.Value_Bytes:
+			ok = c.Type == pb.ColumnType_COLUMN_TYPE_BYTES
+		case *pb.Value_Bool:
+			ok = c.Type == pb.ColumnType_COLUMN_TYPE_BOOL
+		case *pb.Value_TimestampMicros:
+			ok = c.Type == pb.ColumnType_COLUMN_TYPE_TIMESTAMP
+		}
+		if !ok {
+			return fmt.Errorf("%w: column %s is %v", ErrTypeMismatch, c.Name, c.Type)
+		}
+	}
+	return nil
+}
+
+func rowDetail(row *pb.Row, tables map[uint32]*pb.Table, err error) string {
+	t := tables[row.GetTableId()]
+	switch {
+	case t == nil:
+		return fmt.Sprintf("table id %d", row.GetTableId())
+	case errors.Is(err, ErrColumnCount):
+		return fmt.Sprintf("%s has %d columns, row has %d values", t.Name, len(t.Columns), len(row.Values))
+	}
+	return fmt.Sprintf("%s: %v", t.Name, errors.Unwrap(err))
+}
+
+func checkTrailer(tr *pb.Trailer, order []uint32, rows map[uint32]uint64, total int64) error {
+	if tr.GetTotalRows() != uint64(total) {
+		return fmt.Errorf("trailer says %d rows in all, file has %d", tr.GetTotalRows(), total)
+	}
+	seen := map[uint32]bool{}
+	for _, tc := range tr.Tables {
+		if got := rows[tc.GetTableId()]; got != tc.GetRows() {
+			return fmt.Errorf("table id %d: trailer says %d rows, file has %d", tc.GetTableId(), tc.GetRows(), got)
+		}
+		seen[tc.GetTableId()] = true
+	}
+	for _, id := range order {
+		if !seen[id] && rows[id] != 0 {
+			return fmt.Errorf("table id %d has %d rows but no trailer count", id, rows[id])
+		}
+	}
+	return nil
+}
+
+// Check is the fast framing walk: it reads every length prefix, decodes
+// only the first and last records, and checks that they are a Header and a
+// Trailer. It is what the producer runs before sending a file.
+func Check(r io.Reader) (records, bytes int64, err error) {
+	rr := recordio.NewReader(r)
+	var first, last []byte
+	var lastOff int64
+	for ; ; records++ {
+		off := rr.Offset()
+		b, err := rr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var ce *recordio.CorruptError
+			if errors.As(err, &ce) {
+				return records, rr.Offset(), &Error{Offset: ce.Offset, Record: records, Err: ce.Err, Detail: ce.Detail}
+			}
+			return records, rr.Offset(), err
+		}
+		if records == 0 {
+			first = append([]byte(nil), b...)
+		}
+		last, lastOff = append(last[:0], b...), off
+	}
+	var rec pb.Record
+	if records == 0 || proto.Unmarshal(first, &rec) != nil || rec.GetHeader() == nil {
+		return records, rr.Offset(), &Error{Offset: 0, Err: ErrNoHeader}
+	}
+	if proto.Unmarshal(last, &rec) != nil || rec.GetTrailer() == nil {
+		return records, rr.Offset(), &Error{Offset: rr.Offset(), Record: records, Err: ErrNoTrailer,
+			Detail: fmt.Sprintf("the last record, at offset %d, is not a trailer", lastOff)}
+	}
+	return records, rr.Offset(), nil
+}
+
+// Cat writes every record of a snapshot to w as one line of JSON
+// (protojson), and stops at the first framing or decoding error.
+func Cat(r io.Reader, w io.Writer) (int64, error) {
+	rr := recordio.NewReader(r)
+	opts := protojson.MarshalOptions{}
+	var rec pb.Record
+	var out []byte
+	var n int64
+	for ; ; n++ {
+		off := rr.Offset()
+		b, err := rr.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			var ce *recordio.CorruptError
+			if errors.As(err, &ce) {
+				return n, &Error{Offset: ce.Offset, Record: n, Err: ce.Err, Detail: ce.Detail}
+			}
+			return n, err
+		}
+		if err := proto.Unmarshal(b, &rec); err != nil {
+			return n, &Error{Offset: off, Record: n, Err: ErrDecode, Detail: err.Error()}
+		}
+		out, err = opts.MarshalAppend(out[:0], &rec)
+		if err != nil {
+			return n, err
+		}
+		out = append(out, '\n')
+		if _, err := w.Write(out); err != nil {
+			return n, err
+		}
+	}
+}
