@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"flag"
+	"os"
+	"strings"
+
+	"github.com/segmq/segmq/rabbit"
+)
+
+// BrokerFlags are the connection and queue flags producer and consumer share.
+type BrokerFlags struct {
+	URL       string
+	URLFile   string
+	Queue     string
+	QueueType string
+	TLS       rabbit.TLSFiles
+}
+
+// Register adds the flags to fs.
+func (b *BrokerFlags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&b.URL, "url", "", "AMQP URL (amqp:// or amqps://); default $AMQP_URL, else "+DefaultURL+"; prefer $AMQP_URL or --url-file for a password")
+	fs.StringVar(&b.URLFile, "url-file", "", "read the AMQP URL from this file (keeps the password out of the process list)")
+	fs.StringVar(&b.Queue, "queue", "snapshots", "queue name (its dead-letter queue is QUEUE.dead)")
+	fs.StringVar(&b.QueueType, "queue-type", rabbit.Classic, "queue type when the queue is created: classic or quorum")
+	fs.StringVar(&b.TLS.CA, "tls-ca", os.Getenv("AMQP_TLS_CA"), "PEM CA bundle for amqps:// (default $AMQP_TLS_CA)")
+	fs.StringVar(&b.TLS.Cert, "tls-cert", os.Getenv("AMQP_TLS_CERT"), "PEM client certificate for amqps:// (default $AMQP_TLS_CERT)")
+	fs.StringVar(&b.TLS.Key, "tls-key", os.Getenv("AMQP_TLS_KEY"), "PEM client key for amqps:// (default $AMQP_TLS_KEY)")
+}
+
+// Dial returns the dial config: --url, else --url-file, else $AMQP_URL, else
+// DefaultURL.
+func (b *BrokerFlags) Dial(name string) (rabbit.DialConfig, error) {
+	u := b.URL
+	switch {
+	case u != "" && b.URLFile != "":
+		return rabbit.DialConfig{}, Usagef("--url and --url-file are exclusive")
+	case b.URLFile != "":
+		raw, err := os.ReadFile(b.URLFile)
+		if err != nil {
+			return rabbit.DialConfig{}, err
+		}
+		u = strings.TrimSpace(string(raw))
+	case u == "":
+		u = URLFromEnv()
+	}
+	return rabbit.DialConfig{URL: u, Name: name, TLS: b.TLS}, nil
+}
+
+// Topology returns the queue topology.
+func (b *BrokerFlags) Topology() (rabbit.Topology, error) {
+	t := rabbit.Topology{Queue: b.Queue, Type: b.QueueType}
+	if b.Queue == "" {
+		return t, Usagef("--queue must not be empty")
+	}
+	if err := t.Validate(); err != nil {
+		return t, &UsageError{Msg: err.Error()}
+	}
+	return t, nil
+}

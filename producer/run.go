@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/segmq/segmq/internal/cli"
+	"github.com/segmq/segmq/transfer"
+)
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.FlagSet("producer", "producer [--in db.bin] [--mss 65536] [--queue snapshots] [--url URL] [flags]", stderr)
+	var bf cli.BrokerFlags
+	bf.Register(fs)
+	in := fs.String("in", "db.bin", "snapshot file to send")
+	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8)")
+	window := fs.Int("confirm-window", transfer.DefaultWindow, "publishes awaiting broker confirmation")
+	raw := fs.Bool("raw", false, "send any file, not only a complete snapshot")
+	id := fs.String("transfer", "", "transfer id (default: a new random id)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if *mss < 1 || *mss > transfer.MaxMSS {
+		return cli.Usagef("--mss must be between 1 and %d, got %d", transfer.MaxMSS, *mss)
+	}
+	if *window < 1 {
+		return cli.Usagef("--confirm-window must be >= 1, got %d", *window)
+	}
+	dial, err := bf.Dial("segmq producer")
+	if err != nil {
+		return err
+	}
+	topo, err := bf.Topology()
+	if err != nil {
+		return err
+	}
+	log := cli.Logger(stderr, *verbose)
+	var size int64
+	if fi, err := os.Stat(*in); err == nil {
+		size = fi.Size()
+	}
+	prog := cli.NewProgress(stderr, log, "published", size)
+	res, err := transfer.Send(ctx, *in, transfer.SendConfig{
+		Dial: dial, Topology: topo, MSS: *mss, Window: *window, Transfer: *id, Raw: *raw,
+		Log: log, Progress: prog.Set,
+	})
+	prog.Done()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), republished %d, sha256 %s\n",
+		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.Republished, res.SHA256)
+	return nil
+}

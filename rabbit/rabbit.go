@@ -1,0 +1,247 @@
+// Package rabbit is segmq's RabbitMQ layer over amqp091-go: dialing
+// (amqp:// and amqps://, connection names, heartbeats), the topology both
+// commands declare, and turning broker errors into messages that say what
+// to do.
+//
+// Topology for a queue Q (declared idempotently by producer and consumer):
+//
+//	Q        durable, x-queue-type classic|quorum, x-dead-letter-exchange Q.dlx
+//	Q.dlx    durable fanout exchange
+//	Q.dead   durable queue bound to Q.dlx: poison segments, inspectable
+//
+// A segment the consumer rejects (nack, requeue=false) is routed by the
+// broker to Q.dead with an x-death header; the consumer logs why.
+package rabbit
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// DialConfig configures Dial. Zero values are documented per field.
+type DialConfig struct {
+	URL       string        // amqp:// or amqps://; required
+	Name      string        // connection name shown in the management UI; "" means "segmq"
+	Heartbeat time.Duration // 0 means 10s
+	TLS       TLSFiles      // for amqps://; empty uses the system roots
+	Timeout   time.Duration // TCP and handshake; 0 means 15s
+}
+
+// TLSFiles names PEM files for amqps://.
+type TLSFiles struct {
+	CA   string // CA bundle to trust instead of the system roots
+	Cert string // client certificate (with Key) for mutual TLS
+	Key  string
+}
+
+// Config builds a *tls.Config, or nil when no file is named.
+func (f TLSFiles) Config() (*tls.Config, error) {
+	if f == (TLSFiles{}) {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("tls ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca: no certificate in %s", f.CA)
+		}
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, errors.New("tls: a client certificate needs both --tls-cert and --tls-key")
+	}
+	if f.Cert != "" {
+		c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	return cfg, nil
+}
+
+// Redact returns u with any password replaced by "xxxxx", for logs and
+// errors. Unparseable input is replaced whole.
+func Redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "<unparseable url>"
+	}
+	return p.Redacted()
+}
+
+// Dial connects to the broker. Errors name the redacted URL and never
+// contain the password.
+func Dial(ctx context.Context, cfg DialConfig) (*amqp.Connection, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("rabbit: no URL")
+	}
+	u, err := amqp.ParseURI(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("bad AMQP URL %s: %w", Redact(cfg.URL), err)
+	}
+	name := cfg.Name
+	if name == "" {
+		name = "segmq"
+	}
+	hb := cfg.Heartbeat
+	if hb == 0 {
+		hb = 10 * time.Second
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	tlsCfg, err := cfg.TLS.Config()
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil && u.Scheme != "amqps" {
+		return nil, fmt.Errorf("TLS files given but the URL %s is not amqps://", Redact(cfg.URL))
+	}
+	if tlsCfg == nil && u.Scheme == "amqps" {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if tlsCfg != nil && tlsCfg.ServerName == "" {
+		tlsCfg.ServerName = u.Host
+	}
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(name)
+	conf := amqp.Config{
+		Heartbeat:       hb,
+		TLSClientConfig: tlsCfg,
+		Properties:      props,
+		Locale:          "en_US",
+		Dial: func(network, addr string) (net.Conn, error) {
+			d := net.Dialer{Timeout: timeout}
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// The handshake must finish in time; amqp091-go clears the
+			// deadline once the connection is open.
+			c.SetDeadline(time.Now().Add(timeout))
+			return c, nil
+		},
+	}
+	conn, err := amqp.DialConfig(cfg.URL, conf)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %s", Redact(cfg.URL), scrub(err.Error(), u.Password))
+	}
+	return conn, nil
+}
+
+// scrub removes a password from a message, in case a library echoed it.
+func scrub(msg, password string) string {
+	if password == "" || len(password) < 3 {
+		return msg
+	}
+	return strings.ReplaceAll(msg, password, "xxxxx")
+}
+
+// Queue types.
+const (
+	Classic = "classic"
+	Quorum  = "quorum"
+)
+
+// Topology names the queues and exchange for one segmq queue.
+type Topology struct {
+	Queue string // "" means "snapshots"
+	Type  string // Classic or Quorum; "" means Classic
+}
+
+func (t Topology) queue() string {
+	if t.Queue == "" {
+		return "snapshots"
+	}
+	return t.Queue
+}
+
+// Name is the main queue.
+func (t Topology) Name() string { return t.queue() }
+
+// DLX is the dead-letter exchange.
+func (t Topology) DLX() string { return t.queue() + ".dlx" }
+
+// DeadQueue is the dead-letter queue.
+func (t Topology) DeadQueue() string { return t.queue() + ".dead" }
+
+// Validate says what is wrong with t.
+func (t Topology) Validate() error {
+	switch t.Type {
+	case "", Classic, Quorum:
+	default:
+		return fmt.Errorf("queue type %q: want classic or quorum", t.Type)
+	}
+	if strings.HasPrefix(t.Queue, "amq.") {
+		return fmt.Errorf("queue name %q: the amq. prefix is reserved by the broker", t.Queue)
+	}
+	return nil
+}
+
+// Declare declares the topology on its own channel (a failed declaration
+// closes the channel it ran on). An existing queue with other arguments
+// gives an error that says which argument and what to do.
+func Declare(conn *amqp.Connection, t Topology) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open channel: %w", err)
+	}
+	defer ch.Close()
+	qt := t.Type
+	if qt == "" {
+		qt = Classic
+	}
+	if err := ch.ExchangeDeclare(t.DLX(), amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		return explain(err, "exchange", t.DLX(), qt)
+	}
+	deadArgs := amqp.Table{amqp.QueueTypeArg: qt}
+	if _, err := ch.QueueDeclare(t.DeadQueue(), true, false, false, false, deadArgs); err != nil {
+		return explain(err, "queue", t.DeadQueue(), qt)
+	}
+	if err := ch.QueueBind(t.DeadQueue(), "", t.DLX(), false, nil); err != nil {
+		return fmt.Errorf("bind %s to %s: %w", t.DeadQueue(), t.DLX(), err)
+	}
+	args := amqp.Table{amqp.QueueTypeArg: qt, "x-dead-letter-exchange": t.DLX()}
+	if _, err := ch.QueueDeclare(t.Name(), true, false, false, false, args); err != nil {
+		return explain(err, "queue", t.Name(), qt)
+	}
+	return nil
+}
+
+var inequivalent = regexp.MustCompile(`inequivalent arg '([^']+)' for (queue|exchange) '([^']+)'.*received (.*) but current is (.*)`)
+
+// explain turns PRECONDITION_FAILED on a declaration into advice.
+func explain(err error, kind, name, qt string) error {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+		return fmt.Errorf("declare %s %s: %w", kind, name, err)
+	}
+	if m := inequivalent.FindStringSubmatch(ae.Reason); m != nil {
+		hint := fmt.Sprintf("use the existing %s's setting, another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need", kind, name)
+		if m[1] == amqp.QueueTypeArg {
+			hint = fmt.Sprintf("the queue exists with type %s; pass --queue-type %s, or another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need",
+				strings.Trim(m[5], "'"), strings.Trim(m[5], "'"), name)
+		}
+		return fmt.Errorf("%s %q already exists with argument %s = %s (segmq wants %s): %s", kind, name, m[1], m[5], m[4], hint)
+	}
+	return fmt.Errorf("declare %s %s: %s", kind, name, ae.Reason)
+}

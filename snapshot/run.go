@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/segmq/segmq/internal/cli"
+	"github.com/segmq/segmq/internal/fsutil"
+	"github.com/segmq/segmq/snapfile"
+)
+
+const usage = `snapshot gen --records N [--workers K] [--seed S] --out FILE
+       snapshot verify FILE
+       snapshot cat FILE`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "usage: %s\n", usage)
+		return cli.Usagef("a subcommand is required: gen, verify or cat")
+	}
+	switch args[0] {
+	case "gen":
+		return runGen(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return runVerify(ctx, args[1:], stdout, stderr)
+	case "cat":
+		return runCat(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintf(stdout, "usage: %s\n", usage)
+		return nil
+	}
+	return cli.Usagef("unknown subcommand %q (want gen, verify or cat)", args[0])
+}
+
+func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := cli.FlagSet("snapshot gen", "snapshot gen --records N [--workers K] [--seed S] --out FILE", stderr)
+	records := fs.Int64("records", -1, "number of rows to generate (required)")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "encoder goroutines; the bytes do not depend on it")
+	seed := fs.Uint64("seed", 1, "seed; the same seed gives the same bytes")
+	out := fs.String("out", "", "output file (required); written to FILE.tmp and renamed when complete")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return cli.Usagef("unexpected argument %q", fs.Arg(0))
+	case *records < 0:
+		return cli.Usagef("--records is required and must be >= 0")
+	case *out == "":
+		return cli.Usagef("--out is required")
+	case *workers < 1:
+		return cli.Usagef("--workers must be >= 1, got %d", *workers)
+	}
+	log := cli.Logger(stderr, false)
+	start := time.Now()
+	prog := cli.NewProgress(stderr, log, "gen rows", *records)
+	var st snapfile.Stats
+	err := fsutil.WriteAtomic(*out, func(f *os.File) error {
+		var err error
+		st, err = snapfile.Gen(ctx, f, snapfile.GenOptions{Rows: *records, Workers: *workers, Seed: *seed, Progress: prog.Set})
+		return err
+	})
+	prog.Done()
+	if err != nil {
+		return fmt.Errorf("gen %s: %w", *out, err)
+	}
+	el := time.Since(start)
+	fmt.Fprintf(stdout, "wrote %s: %d records (%d rows), %d bytes in %s (%.0f rows/s, %s)\n",
+		*out, st.Records, st.Rows, st.Bytes, el.Round(time.Millisecond), float64(st.Rows)/el.Seconds(), cli.Rate(st.Bytes, el))
+	return nil
+}
+
+func oneFile(name string, args []string, stderr io.Writer) (string, error) {
+	fs := cli.FlagSet("snapshot "+name, "snapshot "+name+" FILE", stderr)
+	if err := cli.Parse(fs, args); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		return "", cli.Usagef("%s takes exactly one FILE, got %d arguments", name, fs.NArg())
+	}
+	return fs.Arg(0), nil
+}
+
+func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	path, err := oneFile("verify", args, stderr)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	prog := cli.NewProgress(stderr, cli.Logger(stderr, false), "verify", size)
+	sum, err := snapfile.Verify(ctx, f, prog.Set)
+	prog.Done()
+	if err != nil {
+		var se *snapfile.Error
+		if errors.As(err, &se) {
+			return fmt.Errorf("%s: invalid snapshot at %w", path, err)
+		}
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	fmt.Fprintf(stdout, "ok %s: records %d, rows %d, tables %d, bytes %d, sha256 %s\n",
+		path, sum.Records, sum.Rows, sum.Tables, sum.Bytes, sum.SHA256)
+	return nil
+}
+
+func runCat(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	path, err := oneFile("cat", args, stderr)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufioWriter(stdout)
+	_, err = snapfile.Cat(f, bw)
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}

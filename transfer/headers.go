@@ -1,0 +1,101 @@
+package transfer
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Header names.
+const (
+	HdrTransfer = "segmq-transfer"
+	HdrMSS      = "segmq-mss"
+	HdrSize     = "segmq-size"
+	HdrCRC      = "segmq-crc32c"
+	HdrSHA256   = "segmq-sha256"
+)
+
+// meta is what a message's headers say about its transfer.
+type meta struct {
+	Transfer string // "" for a seed-format message with no headers
+	MSS      int
+	Size     int64
+	HasSize  bool
+	CRC      uint32
+	HasCRC   bool
+	SHA256   string
+}
+
+func (m meta) raw() bool { return m.Transfer == "" }
+
+func asInt(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return x, true
+	case int32:
+		return int64(x), true
+	case int16:
+		return int64(x), true
+	case int8:
+		return int64(x), true
+	case int:
+		return int64(x), true
+	case uint8:
+		return int64(x), true
+	case uint16:
+		return int64(x), true
+	case uint32:
+		return int64(x), true
+	}
+	return 0, false
+}
+
+// parseMeta reads segmq's headers. A message with none of them is a
+// seed-format segment. Present but malformed headers are an error: such
+// a message is dead-lettered, never guessed at.
+func parseMeta(h amqp.Table) (meta, error) {
+	var m meta
+	tv, ok := h[HdrTransfer]
+	if !ok {
+		for _, k := range []string{HdrMSS, HdrSize, HdrCRC, HdrSHA256} {
+			if _, ok := h[k]; ok {
+				return m, fmt.Errorf("header %s without %s", k, HdrTransfer)
+			}
+		}
+		return m, nil
+	}
+	s, ok := tv.(string)
+	if !ok || s == "" || len(s) > 128 {
+		return m, fmt.Errorf("header %s: want a non-empty string, got %T", HdrTransfer, tv)
+	}
+	m.Transfer = s
+	mss, ok := asInt(h[HdrMSS])
+	if !ok || mss < 1 || mss > math.MaxInt32 {
+		return m, fmt.Errorf("header %s: want an integer >= 1, got %v", HdrMSS, h[HdrMSS])
+	}
+	m.MSS = int(mss)
+	if v, present := h[HdrSize]; present {
+		size, ok := asInt(v)
+		if !ok || size < 0 {
+			return m, fmt.Errorf("header %s: want an integer >= 0, got %v", HdrSize, v)
+		}
+		m.Size, m.HasSize = size, true
+	}
+	if v, present := h[HdrCRC]; present {
+		crc, ok := asInt(v)
+		if !ok || crc < 0 || crc > math.MaxUint32 {
+			return m, fmt.Errorf("header %s: want a uint32, got %v", HdrCRC, v)
+		}
+		m.CRC, m.HasCRC = uint32(crc), true
+	}
+	if v, present := h[HdrSHA256]; present {
+		sha, ok := v.(string)
+		if b, err := hex.DecodeString(sha); !ok || err != nil || len(b) != 32 {
+			return m, fmt.Errorf("header %s: want 64 hex digits, got %v", HdrSHA256, v)
+		}
+		m.SHA256 = sha
+	}
+	return m, nil
+}
