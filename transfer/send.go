@@ -186,8 +186,8 @@ type publisher struct {
 	split       *segment.Splitter
 	log         *slog.Logger
 	size        int64
-	buf         []byte // the body being published
-	rebuf       []byte // a body being republished
+	buf         []byte    // the body being published
+	rebuf       []byte    // a body being republished
 	inflight    []pending // FIFO, at most cfg.Window
 	sha         string    // the file's SHA-256, once known
 	republished int
