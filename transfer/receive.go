@@ -98,7 +98,7 @@ type receiver struct {
 	unacked    []uint64 // placed or duplicate, awaiting fsync+ack
 	lastFlush  time.Time
 	parked     []parkedSeg
-	parkCap    int
+	parkCap    int // < prefetch, or parked deliveries would fill every slot and nothing could arrive
 	unproduct  int // deliveries since the last placement that made no progress
 	backoff    time.Duration
 	lastPlaced time.Time
@@ -126,7 +126,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 		cfg.FsyncInterval = DefaultFsyncInterval
 	}
 	r := &receiver{cfg: cfg, log: cfg.Log, partPath: cfg.Out + ".part", statePath: cfg.Out + ".part.state",
-		parkCap: max(cfg.Prefetch/2, 1), backoff: 10 * time.Millisecond}
+		parkCap: cfg.Prefetch - 1, backoff: 10 * time.Millisecond}
 	if r.log == nil {
 		r.log = discard()
 	}
@@ -230,6 +230,9 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 	defer tick.Stop()
 	for {
 		if r.locked && r.asm.Complete() {
+			if err := r.settle(ctx, deliveries); err != nil {
+				return err
+			}
 			return r.finish()
 		}
 		select {
@@ -253,6 +256,30 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 			}
 		case <-ctx.Done():
 			return r.incomplete(ctx.Err())
+		}
+	}
+}
+
+// settle handles what the broker has already sent ahead (prefetch) once
+// the transfer is complete: duplicates are acked, malformed segments
+// dead-lettered, other transfers' segments requeued. What is still in the
+// queue stays there.
+func (r *receiver) settle(ctx context.Context, deliveries <-chan amqp.Delivery) error {
+	const quiet = 100 * time.Millisecond
+	deadline := time.After(2 * time.Second)
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return nil
+			}
+			if err := r.handle(ctx, d); err != nil {
+				return err
+			}
+		case <-time.After(quiet):
+			return nil
+		case <-deadline:
+			return nil
 		}
 	}
 }
@@ -286,8 +313,9 @@ func (r *receiver) requeue(ctx context.Context, d amqp.Delivery) error {
 	r.res.Requeued++
 	r.unproduct++
 	if r.unproduct > r.cfg.Prefetch {
-		if r.backoff == 10*time.Millisecond || r.unproduct%r.cfg.Prefetch == 0 {
-			r.log.Debug("requeue without progress; backing off", "delay", r.backoff)
+		if r.backoff == 10*time.Millisecond {
+			r.log.Warn("segments requeued without progress; backing off. If they belong to this transfer, the reorder window or prefetch is too small for the arrival order (raise --window or --prefetch)",
+				"window", r.cfg.Window, "prefetch", r.cfg.Prefetch, "next", r.asm.Next())
 		}
 		select {
 		case <-time.After(r.backoff):

@@ -20,6 +20,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/testcontainers/testcontainers-go"
+	"go.uber.org/goleak"
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/segmq/segmq/internal/localbroker"
@@ -47,6 +48,14 @@ func Main(m *testing.M) int {
 	}
 	code := m.Run()
 	stop()
+	if code == 0 && local != nil {
+		// Every connection, channel and goroutine the tests started must
+		// be gone (testcontainers keeps a reaper, so only for local).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "brokertest: goroutines leaked: %v\n", err)
+			return 1
+		}
+	}
 	return code
 }
 

@@ -1,0 +1,618 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"hash/crc32"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/segmq/segmq/internal/brokertest"
+	"github.com/segmq/segmq/rabbit"
+	"github.com/segmq/segmq/segment"
+	"github.com/segmq/segmq/snapfile"
+)
+
+func TestMain(m *testing.M) { os.Exit(brokertest.Main(m)) }
+
+// env is one test's broker, queue and directory.
+type env struct {
+	t    *testing.T
+	url  string
+	topo rabbit.Topology
+	dir  string
+	log  *slog.Logger
+	logs *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, url: brokertest.URL(t), topo: rabbit.Topology{Queue: brokertest.Queue(t)}, dir: t.TempDir(), logs: &syncBuf{}}
+	e.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", e.logs.String())
+		}
+	})
+	return e
+}
+
+func (e *env) dial() rabbit.DialConfig { return rabbit.DialConfig{URL: e.url} }
+
+func (e *env) file(name string, data []byte) string {
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) send(path string, mss int, raw bool) SendResult {
+	e.t.Helper()
+	res, err := Send(context.Background(), path, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: raw, Log: e.log})
+	if err != nil {
+		e.t.Fatalf("Send: %v", err)
+	}
+	return res
+}
+
+func (e *env) receiveCfg(out string) ReceiveConfig {
+	return ReceiveConfig{Dial: e.dial(), Topology: e.topo, Out: out, Timeout: 20 * time.Second, Log: e.log}
+}
+
+func (e *env) receive(cfg ReceiveConfig) ReceiveResult {
+	e.t.Helper()
+	res, err := Receive(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatalf("Receive: %v", err)
+	}
+	return res
+}
+
+// mustEqualFile compares the output with the input and checks that no
+// work files are left.
+func (e *env) mustEqualFile(out string, want []byte) {
+	e.t.Helper()
+	got, err := os.ReadFile(out)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		e.t.Fatalf("%s: %d bytes, want %d; equal prefix %d", out, len(got), len(want), commonPrefix(got, want))
+	}
+	for _, suffix := range []string{".part", ".part.state"} {
+		if _, err := os.Stat(out + suffix); !errors.Is(err, os.ErrNotExist) {
+			e.t.Fatalf("%s%s left behind", out, suffix)
+		}
+	}
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// queueDepth returns the number of ready messages in a queue.
+func (e *env) queueDepth(name string) int {
+	e.t.Helper()
+	conn, err := amqp.Dial(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	if err != nil {
+		e.t.Fatalf("inspect %s: %v", name, err)
+	}
+	return q.Messages
+}
+
+type msg struct {
+	body    []byte
+	headers amqp.Table
+}
+
+// publish publishes messages as a foreign client would: in the given
+// order, persistent, with confirms.
+func (e *env) publish(msgs []msg) {
+	e.t.Helper()
+	conn, err := amqp.Dial(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := rabbit.Declare(conn, e.topo); err != nil {
+		e.t.Fatal(err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer ch.Close()
+	if err := ch.Confirm(false); err != nil {
+		e.t.Fatal(err)
+	}
+	var dcs []*amqp.DeferredConfirmation
+	for _, m := range msgs {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", e.topo.Name(), false, false,
+			amqp.Publishing{Body: m.body, Headers: m.headers, DeliveryMode: amqp.Persistent})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		dcs = append(dcs, dc)
+	}
+	for _, dc := range dcs {
+		if ok, err := dc.WaitContext(context.Background()); !ok || err != nil {
+			e.t.Fatalf("publish not confirmed: %v", err)
+		}
+	}
+}
+
+// seedBodies cuts data like the seed's Node.js producer: total =
+// trunc(len/MSS)+1, so an exact multiple gets an extra empty segment, and
+// the header written with writeIntLE (little-endian, as here).
+func seedBodies(data []byte, mss int) []msg {
+	total := len(data)/mss + 1
+	var out []msg
+	for seq := 0; seq < total; seq++ {
+		end := min((seq+1)*mss, len(data))
+		b := make([]byte, 8, 8+mss)
+		binary.LittleEndian.PutUint32(b[0:], uint32(seq))
+		binary.LittleEndian.PutUint32(b[4:], uint32(total))
+		out = append(out, msg{body: append(b, data[seq*mss:end]...)})
+	}
+	return out
+}
+
+// segmqBodies cuts data as segmq's producer does, headers included.
+func segmqBodies(t testing.TB, id string, data []byte, mss int) []msg {
+	s, err := segment.NewSplitter(bytes.NewReader(data), int64(len(data)), mss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	var out []msg
+	for seq := uint32(0); seq < s.Total(); seq++ {
+		b, _ := s.Segment(seq, nil)
+		out = append(out, msg{body: b, headers: amqp.Table{
+			HdrTransfer: id, HdrMSS: int64(mss), HdrSize: int64(len(data)),
+			HdrCRC: int64(crc32.Checksum(b[8:], castagnoli)), HdrSHA256: hex.EncodeToString(sum[:]),
+		}})
+	}
+	return out
+}
+
+func randData(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// TestRoundTripSizes sends files of edge-case sizes through the broker
+// with segmq's producer and consumer.
+func TestRoundTripSizes(t *testing.T) {
+	const mss = 1000
+	for _, size := range []int{0, 1, mss - 1, mss, mss + 1, 7 * mss, 3<<20 + 17} {
+		t.Run(strings.ReplaceAll(itoa(size), "-", "m"), func(t *testing.T) {
+			e := newEnv(t)
+			data := randData(uint64(size), size)
+			in := e.file("in.bin", data)
+			sent := e.send(in, mss, true)
+			out := filepath.Join(e.dir, "out.bin")
+			res := e.receive(e.receiveCfg(out))
+			e.mustEqualFile(out, data)
+			if !res.Verified || res.SHA256 != sent.SHA256 || res.Transfer != sent.Transfer || res.Segments != sent.Segments {
+				t.Fatalf("sent %+v, received %+v", sent, res)
+			}
+			if n := e.queueDepth(e.topo.Name()); n != 0 {
+				t.Fatalf("%d messages left in the queue", n)
+			}
+		})
+	}
+}
+
+// TestSnapshotRoundTrip sends a generated snapshot of several MiB with the
+// default MSS and checks the output is a valid snapshot, byte-identical.
+func TestSnapshotRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	var buf bytes.Buffer
+	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: 100_000, Workers: 2, Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	in := e.file("db.bin", buf.Bytes())
+	e.send(in, 0, false)
+	out := filepath.Join(e.dir, "got.bin")
+	e.receive(e.receiveCfg(out))
+	e.mustEqualFile(out, buf.Bytes())
+	f, _ := os.Open(out)
+	defer f.Close()
+	if _, err := snapfile.Verify(context.Background(), f, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProducerRefusesNonSnapshot(t *testing.T) {
+	e := newEnv(t)
+	in := e.file("junk.bin", []byte("this is not a snapshot"))
+	_, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo})
+	if err == nil || !strings.Contains(err.Error(), "not a complete snapshot") || !strings.Contains(err.Error(), "--raw") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestArrivalOrders publishes segments in reverse, shuffled and with
+// duplicates, as raw seed-format bodies and as segmq bodies.
+func TestArrivalOrders(t *testing.T) {
+	const mss = 512
+	data := randData(5, 40*mss) // an exact multiple: the seed adds an empty last segment
+	r := rand.New(rand.NewPCG(9, 9))
+	orders := map[string]func([]msg) []msg{
+		"reverse": func(in []msg) []msg {
+			out := make([]msg, len(in))
+			for i := range in {
+				out[len(in)-1-i] = in[i]
+			}
+			return out
+		},
+		"shuffled": func(in []msg) []msg {
+			out := append([]msg(nil), in...)
+			r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+			return out
+		},
+		"duplicates": func(in []msg) []msg {
+			out := append([]msg(nil), in...)
+			for i := 0; i < len(in); i += 3 {
+				out = append(out, in[i])
+			}
+			r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+			return out
+		},
+	}
+	for name, order := range orders {
+		for _, format := range []string{"seed", "segmq"} {
+			t.Run(name+"/"+format, func(t *testing.T) {
+				e := newEnv(t)
+				bodies := seedBodies(data, mss)
+				if format == "segmq" {
+					bodies = segmqBodies(t, "tx-"+name, data, mss)
+				}
+				msgs := order(bodies)
+				e.publish(msgs)
+				out := filepath.Join(e.dir, "out.bin")
+				res := e.receive(e.receiveCfg(out))
+				e.mustEqualFile(out, data)
+				// Duplicates that arrive after completion stay in the queue:
+				// seen + left must account for every extra copy.
+				left := e.queueDepth(e.topo.Name())
+				if want := len(msgs) - len(bodies); res.Duplicates+left != want {
+					t.Fatalf("duplicates seen %d + left in queue %d, want %d", res.Duplicates, left, want)
+				}
+				if res.Verified != (format == "segmq") {
+					t.Fatalf("verified = %v for %s", res.Verified, format)
+				}
+			})
+		}
+	}
+}
+
+// TestStrictWindowAdjacentSwaps: --window 1 (the seed's in-order mode)
+// with every pair of neighbours swapped.
+func TestStrictWindowAdjacentSwaps(t *testing.T) {
+	e := newEnv(t)
+	const mss = 256
+	data := randData(6, 30*mss+100)
+	msgs := segmqBodies(t, "swap", data, mss)
+	for i := 0; i+1 < len(msgs); i += 2 {
+		msgs[i], msgs[i+1] = msgs[i+1], msgs[i]
+	}
+	e.publish(msgs)
+	out := filepath.Join(e.dir, "out.bin")
+	cfg := e.receiveCfg(out)
+	cfg.Window = 1
+	e.receive(cfg)
+	e.mustEqualFile(out, data)
+}
+
+// TestStrictWindowStallPaced is the seed's stall: --window 1 with a
+// prefetch of 1 and segment 1 ahead of segment 0. RabbitMQ puts the
+// requeued segment 1 back at the head, so segment 0 can never arrive. The
+// consumer must not spin (requeues are paced), must lose nothing, and
+// must end with a clear error at --timeout.
+func TestStrictWindowStallPaced(t *testing.T) {
+	e := newEnv(t)
+	const mss = 128
+	data := randData(7, 6*mss)
+	msgs := segmqBodies(t, "strict", data, mss)
+	msgs[0], msgs[1] = msgs[1], msgs[0]
+	e.publish(msgs)
+	out := filepath.Join(e.dir, "out.bin")
+	cfg := e.receiveCfg(out)
+	cfg.Window, cfg.Prefetch, cfg.Timeout = 1, 1, 2*time.Second
+	res, err := Receive(context.Background(), cfg)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("err = %v", err)
+	}
+	// Unpaced, a requeue loop on loopback makes thousands per second.
+	if res.Requeued < 2 || res.Requeued > 40 {
+		t.Fatalf("requeued %d times in 2s, want a paced handful", res.Requeued)
+	}
+	if !strings.Contains(e.logs.String(), "raise --window or --prefetch") {
+		t.Fatal("no hint about the window in the logs")
+	}
+	if n := e.queueDepth(e.topo.Name()); n != len(msgs) {
+		t.Fatalf("queue holds %d, want all %d back", n, len(msgs))
+	}
+	// With room to park one segment, the same queue completes.
+	cfg.Prefetch, cfg.Timeout = 2, 20*time.Second
+	e.receive(cfg)
+	e.mustEqualFile(out, data)
+}
+
+// TestMalformedDeadLettered mixes every malformed case of the wire
+// contract into a good transfer: each goes to the dead-letter queue with
+// a log line, and the file still comes out exact.
+func TestMalformedDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	const mss = 100
+	data := randData(8, 10*mss+50)
+	good := segmqBodies(t, "good", data, mss)
+	base := func() amqp.Table {
+		h := amqp.Table{}
+		for k, v := range good[1].headers {
+			h[k] = v
+		}
+		return h
+	}
+	with := func(k string, v any) amqp.Table { h := base(); h[k] = v; return h }
+	hdr := func(seq, total uint32, payload []byte) []byte {
+		b := segment.Header{Seq: seq, Total: total}.Bytes()
+		return append(b[:], payload...)
+	}
+	payload := data[mss : 2*mss]
+	long := append(append([]byte(nil), payload...), 1)
+	bad := []struct {
+		name string
+		m    msg
+		log  string
+	}{
+		{"short body", msg{[]byte{1, 2, 3}, base()}, "shorter than the 8-byte header"},
+		{"empty body", msg{nil, base()}, "shorter than the 8-byte header"},
+		{"seq >= total", msg{hdr(11, 11, payload), base()}, "seq >= total"},
+		{"total 0", msg{hdr(0, 0, payload), base()}, "total is 0"},
+		{"absurd total", msg{hdr(1, 0xFFFFFFF0, payload), base()}, "total"},
+		{"total disagrees", msg{hdr(1, 12, payload), base()}, "total"},
+		{"payload > MSS", msg{hdr(1, 11, long), with(HdrCRC, int64(crc32.Checksum(long, castagnoli)))}, "longer than MSS"},
+		{"short non-final", msg{hdr(1, 11, payload[:10]), with(HdrCRC, int64(crc32.Checksum(payload[:10], castagnoli)))}, "shorter than MSS"},
+		{"crc mismatch", msg{hdr(1, 11, payload), with(HdrCRC, int64(12345))}, "CRC-32C"},
+		{"size disagrees", msg{hdr(1, 11, payload), with(HdrSize, int64(5000))}, "disagree"},
+		{"mss disagrees", msg{hdr(1, 11, payload), with(HdrMSS, int64(99))}, "disagree"},
+		{"bad mss type", msg{hdr(1, 11, payload), with(HdrMSS, "big")}, "segmq-mss"},
+		{"bad sha", msg{hdr(1, 11, payload), with(HdrSHA256, "zz")}, "segmq-sha256"},
+		{"headers without transfer", msg{hdr(1, 11, payload), amqp.Table{HdrMSS: int64(100)}}, "without segmq-transfer"},
+		{"last segment wrong size", msg{hdr(10, 11, data[10*mss:10*mss+49]), with(HdrCRC, int64(crc32.Checksum(data[10*mss:10*mss+49], castagnoli)))}, "declared file size"},
+	}
+	// Bad messages between good ones; the last good segment comes last,
+	// so every bad one is seen before the transfer completes.
+	msgs := []msg{good[0]}
+	for i, b := range bad {
+		msgs = append(msgs, b.m)
+		if i+1 < len(good)-1 {
+			msgs = append(msgs, good[i+1])
+		}
+	}
+	msgs = append(msgs, good[len(good)-1])
+	e.publish(msgs)
+	out := filepath.Join(e.dir, "out.bin")
+	res := e.receive(e.receiveCfg(out))
+	e.mustEqualFile(out, data)
+	if res.DeadLettered != len(bad) {
+		t.Fatalf("dead-lettered %d, want %d", res.DeadLettered, len(bad))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.queueDepth(e.topo.DeadQueue()) != len(bad) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := e.queueDepth(e.topo.DeadQueue()); n != len(bad) {
+		t.Fatalf("dead-letter queue holds %d, want %d", n, len(bad))
+	}
+	logs := e.logs.String()
+	for _, b := range bad {
+		if !strings.Contains(logs, b.log) {
+			t.Errorf("%s: no log line containing %q", b.name, b.log)
+		}
+	}
+	if c := strings.Count(logs, "segment dead-lettered"); c != len(bad) {
+		t.Errorf("%d dead-letter log lines, want %d", c, len(bad))
+	}
+}
+
+// TestTwoTransfersOneQueue: two producers on one queue, interleaved; two
+// consumer runs take one transfer each, no mixing, no loss.
+func TestTwoTransfersOneQueue(t *testing.T) {
+	e := newEnv(t)
+	const mss = 200
+	a, b := randData(20, 30*mss+7), randData(21, 25*mss+3)
+	ma, mb := segmqBodies(t, "transfer-a", a, mss), segmqBodies(t, "transfer-b", b, mss)
+	var msgs []msg
+	for i := 0; i < max(len(ma), len(mb)); i++ {
+		if i < len(mb) {
+			msgs = append(msgs, mb[i])
+		}
+		if i < len(ma) {
+			msgs = append(msgs, ma[i])
+		}
+	}
+	e.publish(msgs)
+	outA, outB := filepath.Join(e.dir, "a.bin"), filepath.Join(e.dir, "b.bin")
+	cfg := e.receiveCfg(outA)
+	cfg.Transfer = "transfer-a"
+	ra := e.receive(cfg)
+	e.mustEqualFile(outA, a)
+	if ra.Transfer != "transfer-a" {
+		t.Fatalf("first consumer took %q", ra.Transfer)
+	}
+	if n := e.queueDepth(e.topo.Name()); n != len(mb) {
+		t.Fatalf("after transfer a, %d messages left, want all %d of b", n, len(mb))
+	}
+	rb := e.receive(e.receiveCfg(outB)) // takes whatever is first: b
+	e.mustEqualFile(outB, b)
+	if rb.Transfer != "transfer-b" {
+		t.Fatalf("second consumer took %q", rb.Transfer)
+	}
+}
+
+// TestConsumerFirst starts the consumer before the producer has declared
+// anything: it declares the queue itself and waits.
+func TestConsumerFirst(t *testing.T) {
+	e := newEnv(t)
+	data := randData(30, 50_000)
+	in := e.file("in.bin", data)
+	out := filepath.Join(e.dir, "out.bin")
+	done := make(chan error, 1)
+	go func() {
+		_, err := Receive(context.Background(), e.receiveCfg(out))
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	e.send(in, 4096, true)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.mustEqualFile(out, data)
+}
+
+// TestTimeoutKeepsPart: a transfer missing a segment times out with a clear
+// error; .part and state stay; a later run with the missing segment
+// resumes and completes.
+func TestTimeoutKeepsPart(t *testing.T) {
+	e := newEnv(t)
+	const mss = 300
+	data := randData(40, 20*mss)
+	msgs := segmqBodies(t, "gap", data, mss)
+	missing := msgs[7]
+	e.publish(append(append([]msg(nil), msgs[:7]...), msgs[8:]...))
+	out := filepath.Join(e.dir, "out.bin")
+	cfg := e.receiveCfg(out)
+	cfg.Timeout = 700 * time.Millisecond
+	_, err := Receive(context.Background(), cfg)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "19 of 20") || !strings.Contains(err.Error(), "[7]") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("--out written by an incomplete transfer")
+	}
+	for _, p := range []string{out + ".part", out + ".part.state"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s not kept: %v", p, err)
+		}
+	}
+	if n := e.queueDepth(e.topo.Name()); n != 0 {
+		t.Fatalf("%d messages not acked although on disk", n)
+	}
+	e.publish([]msg{msgs[3], missing}) // a duplicate of an acked segment, then the gap
+	res := e.receive(e.receiveCfg(out))
+	e.mustEqualFile(out, data)
+	if res.Resumed != 19 || res.Duplicates != 1 {
+		t.Fatalf("resumed %d duplicates %d, want 19 and 1", res.Resumed, res.Duplicates)
+	}
+}
+
+// TestResumeOtherTransferRefused: a .part of one transfer is never mixed
+// with another; --restart discards it.
+func TestResumeOtherTransferRefused(t *testing.T) {
+	e := newEnv(t)
+	data := randData(50, 3000)
+	msgs := segmqBodies(t, "first", data, 1000)
+	e.publish(msgs[:2])
+	out := filepath.Join(e.dir, "out.bin")
+	cfg := e.receiveCfg(out)
+	cfg.Timeout = 500 * time.Millisecond
+	if _, err := Receive(context.Background(), cfg); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("err = %v", err)
+	}
+	cfg.Transfer = "second"
+	_, err := Receive(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), `transfer "first"`) || !strings.Contains(err.Error(), "--restart") {
+		t.Fatalf("err = %v", err)
+	}
+	other := randData(51, 1500)
+	e.publish(segmqBodies(t, "second", other, 1000))
+	cfg.Restart, cfg.Timeout = true, 20*time.Second
+	e.receive(cfg)
+	e.mustEqualFile(out, other)
+}
+
+func TestQueueTypeConflict(t *testing.T) {
+	e := newEnv(t)
+	data := randData(60, 100)
+	in := e.file("in.bin", data)
+	e.send(in, 50, true) // creates a classic queue
+	topo := e.topo
+	topo.Type = rabbit.Quorum
+	_, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: topo, Raw: true})
+	if err == nil || !strings.Contains(err.Error(), "x-queue-type") || !strings.Contains(err.Error(), "--queue-type classic") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestQuorumRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	e.topo.Type = rabbit.Quorum
+	data := randData(61, 200_000)
+	in := e.file("in.bin", data)
+	e.send(in, 8192, true)
+	out := filepath.Join(e.dir, "out.bin")
+	e.receive(e.receiveCfg(out))
+	e.mustEqualFile(out, data)
+}
+
+func TestBadPasswordRedacted(t *testing.T) {
+	e := newEnv(t)
+	u := strings.Replace(e.url, "@", "x@", 1)
+	u = strings.Replace(u, ":", ":", 1)
+	_, err := Receive(context.Background(), ReceiveConfig{Dial: rabbit.DialConfig{URL: withPassword(e.url, "s3cr3t-pw")}, Topology: e.topo, Out: filepath.Join(e.dir, "o")})
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") || !strings.Contains(err.Error(), "xxxxx") {
+		t.Fatalf("err = %v", err)
+	}
+	_ = u
+}
+
+func withPassword(u, pw string) string {
+	at := strings.Index(u, "@")
+	colon := strings.Index(u[len("amqp://"):], ":") + len("amqp://")
+	return u[:colon+1] + pw + u[at:]
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
