@@ -20,8 +20,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/testcontainers/testcontainers-go"
-	"go.uber.org/goleak"
 	"github.com/testcontainers/testcontainers-go/wait"
+	"go.uber.org/goleak"
 
 	"github.com/segmq/segmq/internal/localbroker"
 )

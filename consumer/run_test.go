@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/segmq/segmq/internal/brokertest"
+	"github.com/segmq/segmq/internal/cli"
+	"github.com/segmq/segmq/snapfile"
+)
+
+func TestMain(m *testing.M) { os.Exit(brokertest.Main(m)) }
+
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	code := cli.Report("consumer", err, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		stderr string
+	}{
+		{nil, `--out is required`},
+		{[]string{"--out", "x", "--prefetch", "0"}, `--prefetch must be >= 1`},
+		{[]string{"--out", "x", "--queue-type", "stream"}, `queue type "stream"`},
+		{[]string{"--out", "x", "--timeout", "soon"}, `invalid value "soon"`},
+		{[]string{"--out", "x", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--out", "x", "--url", "a", "--url-file", "b"}, `exclusive`},
+	} {
+		stdout, stderr, code := runCLI(t, tc.args...)
+		if code != 2 || stdout != "" || !regexp.MustCompile(tc.stderr).MatchString(stderr) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", tc.args, code, stdout, stderr, tc.stderr)
+		}
+	}
+}
+
+// TestTimeoutExitCode: nothing to consume ends with exit 1, a one-line
+// reason, and no --out.
+func TestTimeoutExitCode(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "db.bin")
+	_, stderr, code := runCLI(t, "--out", out, "--url", brokertest.URL(t), "--queue", brokertest.Queue(t), "--timeout", "500ms")
+	if code != 1 || !regexp.MustCompile(`consumer: transfer incomplete: timed out: no segment for 500ms; no segment received`).MatchString(stderr) {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("--out exists after a failed run")
+	}
+}
+
+// TestProducerConsumerCLI runs the two commands as a user would (the
+// producer binary's run is in another package, so it is built and run).
+func TestProducerConsumerCLI(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "db.bin")
+	f, _ := os.Create(in)
+	if _, err := snapfile.Gen(context.Background(), f, snapfile.GenOptions{Rows: 50_000, Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	queue := brokertest.Queue(t)
+	t.Setenv("AMQP_URL", brokertest.URL(t))
+	prod := buildProducer(t)
+	outp, err := prod(in, "--queue", queue, "--mss", "10000")
+	if err != nil {
+		t.Fatalf("producer: %v\n%s", err, outp)
+	}
+	if !regexp.MustCompile(`^sent transfer [0-9a-f]{32}: \d+ segments, \d+ bytes in .*sha256 [0-9a-f]{64}\n$`).MatchString(outp) {
+		t.Fatalf("producer stdout %q", outp)
+	}
+	got := filepath.Join(dir, "got.bin")
+	stdout, stderr, code := runCLI(t, "--out", got, "--queue", queue, "--timeout", "20s")
+	if code != 0 {
+		t.Fatalf("consumer exit %d: %s", code, stderr)
+	}
+	if !regexp.MustCompile(`^received transfer [0-9a-f]{32}: \d+ segments, \d+ bytes .*size and sha256 verified.* -> ` + regexp.QuoteMeta(got) + `\n$`).MatchString(stdout) {
+		t.Fatalf("consumer stdout %q", stdout)
+	}
+	a, _ := os.ReadFile(in)
+	b, _ := os.ReadFile(got)
+	if !bytes.Equal(a, b) {
+		t.Fatal("output differs from input")
+	}
+}
