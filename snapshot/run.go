@@ -58,7 +58,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	log := cli.Logger(stderr, false)
 	start := time.Now()
-	prog := cli.NewProgress(stderr, log, "gen rows", *records)
+	prog := cli.NewCountProgress(stderr, log, "gen", *records, "rows")
 	var st snapfile.Stats
 	err := fsutil.WriteAtomic(*out, func(f *os.File) error {
 		var err error

@@ -25,6 +25,7 @@ type Progress struct {
 	start    time.Time
 	last     time.Time
 	interval time.Duration
+	unit     string // "bytes" (default) or a count such as "rows"
 }
 
 // LogInterval is how often a non-terminal Progress logs.
@@ -40,13 +41,20 @@ func IsTerminal(w io.Writer) bool {
 // unknown). The bar goes to w when it is a terminal; otherwise log lines
 // go to log.
 func NewProgress(w io.Writer, log *slog.Logger, label string, total int64) *Progress {
-	p := &Progress{log: log, label: label, total: total, start: time.Now(), interval: LogInterval}
+	return NewCountProgress(w, log, label, total, "bytes")
+}
+
+// NewCountProgress is NewProgress for a count of unit (e.g. "rows").
+func NewCountProgress(w io.Writer, log *slog.Logger, label string, total int64, unit string) *Progress {
+	p := &Progress{log: log, label: label, total: total, start: time.Now(), interval: LogInterval, unit: unit}
 	p.last = p.start
 	if IsTerminal(w) {
 		p.bar = progressbar.NewOptions64(total,
 			progressbar.OptionSetWriter(w),
 			progressbar.OptionSetDescription(label),
-			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowBytes(unit == "bytes"),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString(unit),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionShowCount(),
 			progressbar.OptionThrottle(100*time.Millisecond),
@@ -76,7 +84,10 @@ func (p *Progress) setLocked(n int64) {
 		p.last = now
 		el := now.Sub(p.start).Seconds()
 		rate := float64(n) / el
-		args := []any{"bytes", n, "MB/s", fmt.Sprintf("%.1f", rate/1e6)}
+		args := []any{p.unit, n, "MB/s", fmt.Sprintf("%.1f", rate/1e6)}
+		if p.unit != "bytes" {
+			args = []any{p.unit, n, p.unit + "/s", fmt.Sprintf("%.0f", rate)}
+		}
 		if p.total > 0 {
 			args = append(args, "percent", fmt.Sprintf("%.1f", 100*float64(n)/float64(p.total)))
 			if rate > 0 {
