@@ -17,10 +17,7 @@ func TestMain(m *testing.M) { os.Exit(brokertest.Main(m)) }
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	err := run(context.Background(), args, &out, &errb)
-	code := cli.Report("consumer", err, &errb)
-	return out.String(), errb.String(), code
+	return cli.Capture("consumer", run, args...)
 }
 
 func TestUsage(t *testing.T) {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,10 +11,7 @@ import (
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	err := run(context.Background(), args, &out, &errb)
-	code := cli.Report("producer", err, &errb)
-	return out.String(), errb.String(), code
+	return cli.Capture("producer", run, args...)
 }
 
 // These fail before any connection is made, so they need no broker.

@@ -67,11 +67,7 @@ func Verify(ctx context.Context, r io.Reader, progress func(bytes int64)) (Summa
 			break
 		}
 		if err != nil {
-			var ce *recordio.CorruptError
-			if errors.As(err, &ce) {
-				return sum, &Error{Offset: ce.Offset, Record: idx, Err: ce.Err, Detail: ce.Detail}
-			}
-			return sum, err
+			return sum, framingError(err, idx)
 		}
 		if idx&4095 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -136,6 +132,15 @@ func Verify(ctx context.Context, r io.Reader, progress func(bytes int64)) (Summa
 	}
 	sum.SHA256 = hex.EncodeToString(ch.h.Sum(nil))
 	return sum, nil
+}
+
+// framingError turns a recordio error into an *Error for record idx.
+func framingError(err error, idx int64) error {
+	var ce *recordio.CorruptError
+	if errors.As(err, &ce) {
+		return &Error{Offset: ce.Offset, Record: idx, Err: ce.Err, Detail: ce.Detail}
+	}
+	return err
 }
 
 var errNullNotAllowed = errors.New("NULL in a NOT NULL column")
@@ -221,11 +226,7 @@ func Check(r io.Reader) (records, bytes int64, err error) {
 			break
 		}
 		if err != nil {
-			var ce *recordio.CorruptError
-			if errors.As(err, &ce) {
-				return records, rr.Offset(), &Error{Offset: ce.Offset, Record: records, Err: ce.Err, Detail: ce.Detail}
-			}
-			return records, rr.Offset(), err
+			return records, rr.Offset(), framingError(err, records)
 		}
 		if records == 0 {
 			first = append([]byte(nil), b...)
@@ -258,11 +259,7 @@ func Cat(r io.Reader, w io.Writer) (int64, error) {
 			return n, nil
 		}
 		if err != nil {
-			var ce *recordio.CorruptError
-			if errors.As(err, &ce) {
-				return n, &Error{Offset: ce.Offset, Record: n, Err: ce.Err, Detail: ce.Detail}
-			}
-			return n, err
+			return n, framingError(err, n)
 		}
 		if err := proto.Unmarshal(b, &rec); err != nil {
 			return n, &Error{Offset: off, Record: n, Err: ErrDecode, Detail: err.Error()}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"os"
 	"os/exec"
@@ -19,10 +18,7 @@ import (
 // exit code main would use.
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	err := run(context.Background(), args, &out, &errb)
-	code := cli.Report("snapshot", err, &errb)
-	return out.String(), errb.String(), code
+	return cli.Capture("snapshot", run, args...)
 }
 
 func genFile(t *testing.T, dir string, records string, workers string) string {

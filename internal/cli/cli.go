@@ -33,11 +33,23 @@ func Usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Spri
 
 // Main runs a command's run function with a context cancelled on SIGINT
 // and SIGTERM and exits with its exit code. It is the whole of each main.
-func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+func Main(name string, run RunFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(Report(name, err, os.Stderr))
+}
+
+// RunFunc is a command's body: main maps its error to an exit code.
+type RunFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// Capture runs a command in-process, as main would, and returns its
+// stdout, stderr and exit code. For tests of the commands.
+func Capture(name string, run RunFunc, args ...string) (stdout, stderr string, code int) {
+	var out, errb strings.Builder
+	err := run(context.Background(), args, &out, &errb)
+	code = Report(name, err, &errb)
+	return out.String(), errb.String(), code
 }
 
 // Report writes a one-line reason for err to stderr and returns the exit
