@@ -19,6 +19,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	window := fs.Int("confirm-window", transfer.DefaultWindow, "publishes awaiting broker confirmation")
 	raw := fs.Bool("raw", false, "send any file, not only a complete snapshot")
 	id := fs.String("transfer", "", "transfer id (default: a new random id)")
+	resume := fs.Bool("resume", false, "continue the interrupted transfer recorded in the state file (same transfer id; only unconfirmed segments are sent)")
+	state := fs.String("state", "", "progress file for --resume (default IN.segmq-send; - for none)")
+	timeout := fs.Duration("timeout", 0, "give up when no segment is confirmed for this long, e.g. while the broker is down (0 = retry for ever)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -28,6 +31,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *mss < 1 || *mss > transfer.MaxMSS {
 		return cli.Usagef("--mss must be between 1 and %d, got %d", transfer.MaxMSS, *mss)
+	}
+	if *timeout < 0 {
+		return cli.Usagef("--timeout must be >= 0, got %s", *timeout)
 	}
 	if *window < 1 {
 		return cli.Usagef("--confirm-window must be >= 1, got %d", *window)
@@ -48,13 +54,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	prog := cli.NewProgress(stderr, log, "published", size)
 	res, err := transfer.Send(ctx, *in, transfer.SendConfig{
 		Dial: dial, Topology: topo, MSS: *mss, Window: *window, Transfer: *id, Raw: *raw,
+		Resume: *resume, State: *state, Timeout: *timeout,
 		Log: log, Progress: prog.Set,
 	})
 	prog.Done()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), republished %d, sha256 %s\n",
-		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.Republished, res.SHA256)
+	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), republished %d, resumed %d, reconnects %d, sha256 %s\n",
+		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.Republished, res.Resumed, res.Reconnects, res.SHA256)
 	return nil
 }

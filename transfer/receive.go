@@ -70,6 +70,7 @@ type ReceiveResult struct {
 	SHA256       string
 	Verified     bool // the producer sent a SHA-256 and it matched
 	Resumed      uint32
+	Reconnects   int
 	Duplicates   int
 	Requeued     int
 	DeadLettered int
@@ -102,6 +103,7 @@ type receiver struct {
 	unproduct  int // deliveries since the last placement that made no progress
 	backoff    time.Duration
 	lastPlaced time.Time
+	connected  bool // a session has reached the broker; only then reconnect
 	res        ReceiveResult
 }
 
@@ -135,43 +137,83 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	}
 	defer r.part.Close()
 
-	conn, err := rabbit.Dial(ctx, cfg.Dial)
-	if err != nil {
-		return r.res, err
-	}
-	defer conn.Close()
-	if err := rabbit.Declare(conn, cfg.Topology); err != nil {
-		return r.res, err
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return r.res, err
-	}
-	defer ch.Close()
-	r.ch = ch
-	if err := ch.Qos(cfg.Prefetch, 0, false); err != nil {
-		return r.res, fmt.Errorf("set prefetch: %w", err)
-	}
-	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	deliveries, err := ch.ConsumeWithContext(ctx, cfg.Topology.Name(), "", false, false, false, false, nil)
-	if err != nil {
-		return r.res, fmt.Errorf("consume %s: %w", cfg.Topology.Name(), err)
-	}
 	start := time.Now()
 	r.lastPlaced, r.lastFlush = start, start
-	err = r.loop(ctx, deliveries, closed)
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = r.session(ctx)
+		if err == nil || !retriable(err) || ctx.Err() != nil || !r.connected {
+			break // a broker never reached is a configuration error: fail fast
+		}
+		r.res.Reconnects++
+		// The channel is gone, and with it every unacked delivery: the
+		// broker will deliver them again. Keep what is on disk.
+		r.parked = nil
+		if perr := r.persist(); perr != nil {
+			err = perr
+			break
+		}
+		r.unacked = r.unacked[:0]
+		if r.cfg.Timeout > 0 && time.Since(r.lastPlaced) > r.cfg.Timeout {
+			err = r.incomplete(fmt.Errorf("gave up reconnecting after %s: %w", r.cfg.Timeout, err))
+			break
+		}
+		r.log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1)
+		if berr := backoff(ctx, attempt); berr != nil {
+			err = r.incomplete(berr)
+			break
+		}
+	}
 	r.res.Elapsed = time.Since(start)
 	if err != nil {
 		// Ack what is safely on disk, so a restart does not redo it.
 		if ferr := r.flush(); ferr != nil {
-			r.log.Warn("could not save progress", "err", ferr)
+			r.log.Debug("could not ack progress on the way out", "err", ferr)
+		}
+		if retriable(err) && r.connected {
+			err = r.incomplete(err)
 		}
 		return r.res, err
+	}
+	return r.res, nil
+}
+
+// session consumes on one connection until the transfer is complete, a
+// final error, or the connection fails (a retriable error).
+func (r *receiver) session(ctx context.Context) error {
+	conn, err := rabbit.Dial(ctx, r.cfg.Dial)
+	if err != nil {
+		if isAuth(err) || !r.connected {
+			return err
+		}
+		return lost(err)
+	}
+	defer conn.Close()
+	r.connected = true
+	if err := rabbit.Declare(conn, r.cfg.Topology); err != nil {
+		return err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return lost(err)
+	}
+	defer ch.Close()
+	r.ch = ch
+	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {
+		return lost(fmt.Errorf("set prefetch: %w", err))
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	deliveries, err := ch.ConsumeWithContext(ctx, r.cfg.Topology.Name(), "", false, false, false, false, nil)
+	if err != nil {
+		return lost(fmt.Errorf("consume %s: %w", r.cfg.Topology.Name(), err))
+	}
+	if err := r.loop(ctx, deliveries, closed); err != nil {
+		return err
 	}
 	if err := ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
 		r.log.Warn("close channel", "err", err)
 	}
-	return r.res, nil
+	return nil
 }
 
 // openPart opens <out>.part, resuming from its state when there is one.
@@ -238,13 +280,13 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 		select {
 		case d, ok := <-deliveries:
 			if !ok {
-				return r.incomplete(fmt.Errorf("the broker ended the consumer (queue %s deleted?)", r.cfg.Topology.Name()))
+				return lost(fmt.Errorf("the broker ended the consumer (restart, or queue %s deleted)", r.cfg.Topology.Name()))
 			}
 			if err := r.handle(ctx, d); err != nil {
 				return err
 			}
 		case e := <-closed:
-			return r.incomplete(fmt.Errorf("connection to the broker lost: %v", e))
+			return lost(fmt.Errorf("channel closed: %v", e))
 		case <-tick.C:
 			if time.Since(r.lastFlush) >= r.cfg.FsyncInterval {
 				if err := r.flush(); err != nil {
@@ -434,11 +476,9 @@ func (r *receiver) retryParked(ctx context.Context) error {
 	return nil
 }
 
-// flush makes every placed segment durable, records the received set,
-// and only then acks.
-func (r *receiver) flush() error {
-	r.lastFlush = time.Now()
-	if len(r.unacked) == 0 || !r.locked {
+// persist makes every placed segment durable and records the received set.
+func (r *receiver) persist() error {
+	if !r.locked {
 		return nil
 	}
 	if err := r.part.Sync(); err != nil {
@@ -451,6 +491,19 @@ func (r *receiver) flush() error {
 	if err != nil {
 		return fmt.Errorf("save %s: %w", r.statePath, err)
 	}
+	return nil
+}
+
+// flush persists, and only then acks.
+func (r *receiver) flush() error {
+	r.lastFlush = time.Now()
+	if len(r.unacked) == 0 || !r.locked {
+		return nil
+	}
+	if err := r.persist(); err != nil {
+		return err
+	}
+	var err error
 	// A multiple ack would also ack parked deliveries with lower tags, so
 	// it is used only when nothing is parked.
 	if len(r.parked) == 0 {
@@ -467,7 +520,7 @@ func (r *receiver) flush() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("ack: %w", err)
+		return lost(fmt.Errorf("ack: %w", err))
 	}
 	r.unacked = r.unacked[:0]
 	return nil

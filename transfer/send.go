@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -40,6 +41,14 @@ type SendConfig struct {
 	Window   int    // publishes awaiting confirmation; 0 means DefaultWindow
 	Transfer string // "" means a new random id
 	Raw      bool   // send any file; skip the snapshot check
+	// State is where progress is recorded for Resume; "" means
+	// IN.segmq-send beside the input. "-" disables it.
+	State string
+	// Resume continues the interrupted transfer recorded in State.
+	Resume bool
+	// Timeout ends the run when no segment has been confirmed for this
+	// long, e.g. while the broker stays down; 0 means retry for ever.
+	Timeout  time.Duration
 	Log      *slog.Logger
 	Progress func(bytes int64)
 }
@@ -52,6 +61,9 @@ func (c SendConfig) Validate() error {
 	if c.Window < 0 {
 		return fmt.Errorf("confirm window must be >= 1, got %d", c.Window)
 	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("--timeout must be >= 0, got %s", c.Timeout)
+	}
 	return c.Topology.Validate()
 }
 
@@ -61,7 +73,9 @@ type SendResult struct {
 	Segments    uint32
 	Bytes       int64
 	SHA256      string
-	Republished int
+	Republished int    // segments published again (nacks, reconnects)
+	Resumed     uint32 // segments already confirmed by an earlier run
+	Reconnects  int
 	Elapsed     time.Duration
 }
 
@@ -74,8 +88,12 @@ func NewTransferID() string {
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// ErrUnfinished: the input has an interrupted transfer and Resume was not asked for.
+var ErrUnfinished = errors.New("an interrupted transfer of this file exists")
+
 // Send publishes the file at path as one transfer and returns once every
-// segment is confirmed by the broker.
+// segment is confirmed by the broker. It reconnects after a connection
+// loss and republishes whatever was not confirmed.
 func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return SendResult{}, err
@@ -86,8 +104,8 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if cfg.Window == 0 {
 		cfg.Window = DefaultWindow
 	}
-	if cfg.Transfer == "" {
-		cfg.Transfer = NewTransferID()
+	if cfg.State == "" {
+		cfg.State = path + ".segmq-send"
 	}
 	log := cfg.Log
 	if log == nil {
@@ -106,73 +124,146 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return SendResult{}, fmt.Errorf("%s is not a regular file", path)
 	}
 	size := fi.Size()
+	p := &publisher{cfg: cfg, log: log, size: size, file: f, sha: sha256.New(),
+		buf: make([]byte, segment.HeaderSize+cfg.MSS), rebuf: make([]byte, segment.HeaderSize+cfg.MSS),
+		sendState: sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: size, ModTime: fi.ModTime().UnixNano()}}
+	if err := p.loadResume(); err != nil {
+		return SendResult{}, err
+	}
+	if p.sendState.Transfer == "" {
+		p.sendState.Transfer = NewTransferID()
+	}
+	p.cfg.Transfer = p.sendState.Transfer
 	if !cfg.Raw {
 		if _, _, err := snapfile.Check(io.NewSectionReader(f, 0, size)); err != nil {
 			return SendResult{}, fmt.Errorf("%s is not a complete snapshot (%w); pass --raw to send any file", path, err)
 		}
 	}
-	split, err := segment.NewSplitter(f, size, cfg.MSS)
-	if err != nil {
+	if p.split, err = segment.NewSplitter(f, size, cfg.MSS); err != nil {
 		return SendResult{}, err
 	}
-
-	conn, err := rabbit.Dial(ctx, cfg.Dial)
-	if err != nil {
+	if err := p.hashPrefix(); err != nil {
 		return SendResult{}, err
+	}
+	if cfg.State != "-" {
+		// Record the transfer before the first publish, so that a crash at
+		// any point leaves something to resume.
+		if err := p.saveState(); err != nil {
+			p.stateBroken = true
+			log.Warn("cannot record progress; this transfer will not be resumable", "state", cfg.State, "err", err)
+		}
+	}
+	start := time.Now()
+	p.lastConfirm = start
+	for attempt := 0; ; attempt++ {
+		err := p.session(ctx)
+		if err == nil {
+			break
+		}
+		if !retriable(err) || ctx.Err() != nil || !p.connected {
+			return SendResult{}, err // a broker never reached is a configuration error: fail fast
+		}
+		p.res.Reconnects++
+		if cfg.Timeout > 0 && time.Since(p.lastConfirm) > cfg.Timeout {
+			return SendResult{}, fmt.Errorf("gave up after %s without a confirm: %w; %d of %d segments confirmed; run again with --resume to continue",
+				cfg.Timeout, err, p.sendState.Confirmed, p.split.Total())
+		}
+		log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1, "unconfirmed", len(p.inflight))
+		// Nothing in flight on the dead channel can be confirmed any more.
+		for _, pd := range p.inflight {
+			p.retry = append(p.retry, pd.seq)
+		}
+		p.inflight = p.inflight[:0]
+		if err := backoff(ctx, attempt); err != nil {
+			return SendResult{}, err
+		}
+	}
+	p.removeState()
+	p.res.Transfer, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.cfg.Transfer, p.split.Total(), size, p.sum
+	p.res.Elapsed = time.Since(start)
+	return p.res, nil
+}
+
+// session publishes on one connection until done or the connection fails.
+func (p *publisher) session(ctx context.Context) error {
+	conn, err := rabbit.Dial(ctx, p.cfg.Dial)
+	if err != nil {
+		if isAuth(err) || !p.connected {
+			return err
+		}
+		return lost(err)
 	}
 	defer conn.Close()
-	if err := rabbit.Declare(conn, cfg.Topology); err != nil {
-		return SendResult{}, err
+	p.connected = true
+	if err := rabbit.Declare(conn, p.cfg.Topology); err != nil {
+		return err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return SendResult{}, err
+		return lost(err)
 	}
 	defer ch.Close()
 	if err := ch.Confirm(false); err != nil {
-		return SendResult{}, fmt.Errorf("enable publisher confirms: %w", err)
+		return lost(fmt.Errorf("enable publisher confirms: %w", err))
 	}
-	returns := ch.NotifyReturn(make(chan amqp.Return, 16))
-	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	p.ch = ch
+	p.returns = ch.NotifyReturn(make(chan amqp.Return, 16))
+	p.closed = ch.NotifyClose(make(chan *amqp.Error, 1))
+	p.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 
-	p := &publisher{
-		ch: ch, cfg: cfg, split: split, log: log, size: size,
-		buf: make([]byte, segment.HeaderSize+cfg.MSS), rebuf: make([]byte, segment.HeaderSize+cfg.MSS), returns: returns, closed: closed, blocked: blocked,
-	}
-	start := time.Now()
-	sha := sha256.New()
-	var sum string
-	for seq := uint32(0); seq < split.Total(); seq++ {
-		if err := p.drain(ctx, cfg.Window-1); err != nil {
-			return SendResult{}, err
+	// First what an earlier session left unconfirmed, then the rest.
+	for len(p.retry) > 0 {
+		seq := p.retry[0]
+		if err := p.drain(ctx, p.cfg.Window-1); err != nil {
+			return err
 		}
-		body, err := split.Segment(seq, p.buf)
+		body, err := p.split.Segment(seq, p.rebuf)
 		if err != nil {
-			return SendResult{}, err
+			return err
 		}
-		sha.Write(body[segment.HeaderSize:])
-		if seq == split.Total()-1 {
-			sum = hex.EncodeToString(sha.Sum(nil))
+		if err := p.publish(ctx, seq, body); err != nil {
+			return err
 		}
-		if err := p.publish(ctx, seq, body, sum); err != nil {
-			return SendResult{}, err
+		p.retry = p.retry[1:]
+		p.res.Republished++
+	}
+	for ; p.next < p.split.Total(); p.next++ {
+		if err := p.drain(ctx, p.cfg.Window-1); err != nil {
+			return err
 		}
-		if cfg.Progress != nil {
-			cfg.Progress(int64(seq)*int64(cfg.MSS) + int64(len(body)-segment.HeaderSize))
+		seq := p.next
+		body, err := p.split.Segment(seq, p.buf)
+		if err != nil {
+			return err
+		}
+		if seq == p.hashed {
+			p.sha.Write(body[segment.HeaderSize:])
+			p.hashed++
+			if seq == p.split.Total()-1 {
+				p.sum = hashHex(p.sha)
+			}
+		}
+		if err := p.publish(ctx, seq, body); err != nil {
+			return err
+		}
+		if p.cfg.Progress != nil {
+			p.cfg.Progress(int64(seq)*int64(p.cfg.MSS) + int64(len(body)-segment.HeaderSize))
 		}
 	}
 	if err := p.drain(ctx, 0); err != nil {
-		return SendResult{}, err
+		return err
 	}
 	if err := ch.Close(); err != nil {
-		return SendResult{}, fmt.Errorf("close channel: %w", err)
+		return lost(fmt.Errorf("close channel: %w", err))
 	}
 	if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
-		return SendResult{}, fmt.Errorf("close connection: %w", err)
+		return lost(fmt.Errorf("close connection: %w", err))
 	}
-	return SendResult{Transfer: cfg.Transfer, Segments: split.Total(), Bytes: size, SHA256: sum,
-		Republished: p.republished, Elapsed: time.Since(start)}, nil
+	return nil
+}
+
+func isAuth(err error) bool {
+	return strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "ACCESS_REFUSED") || strings.Contains(err.Error(), "username or password")
 }
 
 type pending struct {
@@ -181,19 +272,32 @@ type pending struct {
 }
 
 type publisher struct {
-	ch          *amqp.Channel
-	cfg         SendConfig
-	split       *segment.Splitter
-	log         *slog.Logger
-	size        int64
-	buf         []byte    // the body being published
-	rebuf       []byte    // a body being republished
-	inflight    []pending // FIFO, at most cfg.Window
-	sha         string    // the file's SHA-256, once known
-	republished int
-	returns     <-chan amqp.Return
-	closed      <-chan *amqp.Error
-	blocked     <-chan amqp.Blocking
+	cfg   SendConfig
+	log   *slog.Logger
+	size  int64
+	file  *os.File
+	split *segment.Splitter
+	buf   []byte // the body being published
+	rebuf []byte // a body being republished
+
+	ch       *amqp.Channel
+	returns  <-chan amqp.Return
+	closed   <-chan *amqp.Error
+	blocked  <-chan amqp.Blocking
+	inflight []pending // FIFO, at most cfg.Window
+	retry    []uint32  // unconfirmed when a session died; published first
+
+	next   uint32    // next seq to publish for the first time
+	sha    hash.Hash // over payloads [0, hashed)
+	hashed uint32
+	sum    string // the file's SHA-256, once every payload is hashed
+
+	sendState
+	connected   bool // a session has reached the broker; only then reconnect
+	lastConfirm time.Time
+	lastSave    time.Time
+	stateBroken bool
+	res         SendResult
 }
 
 func (p *publisher) headers(payload []byte) amqp.Table {
@@ -203,8 +307,8 @@ func (p *publisher) headers(payload []byte) amqp.Table {
 		HdrSize:     p.size,
 		HdrCRC:      int64(crc32.Checksum(payload, castagnoli)),
 	}
-	if p.sha != "" {
-		h[HdrSHA256] = p.sha
+	if p.sum != "" {
+		h[HdrSHA256] = p.sum
 	}
 	return h
 }
@@ -212,10 +316,7 @@ func (p *publisher) headers(payload []byte) amqp.Table {
 // publish sends one body. The caller may reuse body afterwards:
 // amqp091-go has written the frames when PublishWithDeferredConfirm
 // returns. The caller bounds the window with drain.
-func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, sha string) error {
-	if sha != "" {
-		p.sha = sha
-	}
+func (p *publisher) publish(ctx context.Context, seq uint32, body []byte) error {
 	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", p.cfg.Topology.Name(), true, false, amqp.Publishing{
 		Headers:      p.headers(body[segment.HeaderSize:]),
 		ContentType:  "application/octet-stream",
@@ -225,7 +326,11 @@ func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, sha st
 		Body:         body,
 	})
 	if err != nil {
-		return p.explain(fmt.Errorf("publish segment %d: %w", seq, err))
+		err = p.explain(fmt.Errorf("publish segment %d: %w", seq, err))
+		if errors.Is(err, amqp.ErrClosed) {
+			return lost(err)
+		}
+		return err
 	}
 	p.inflight = append(p.inflight, pending{seq: seq, dc: dc})
 	return nil
@@ -242,16 +347,19 @@ func (p *publisher) drain(ctx context.Context, keep int) error {
 		}
 		p.inflight = p.inflight[1:]
 		if !ok {
-			p.republished++
+			p.res.Republished++
 			p.log.Warn("broker nacked a segment; republishing", "seq", head.seq)
 			body, err := p.split.Segment(head.seq, p.rebuf)
 			if err != nil {
 				return err
 			}
-			if err := p.publish(ctx, head.seq, body, ""); err != nil {
+			if err := p.publish(ctx, head.seq, body); err != nil {
 				return err
 			}
+			continue
 		}
+		p.lastConfirm = time.Now()
+		p.confirmed()
 	}
 	return nil
 }
@@ -275,8 +383,15 @@ func (p *publisher) wait(ctx context.Context, dc *amqp.DeferredConfirmation) (bo
 			} else {
 				p.log.Info("broker unblocked publishing")
 			}
-		case e := <-p.closed:
-			return false, p.explain(fmt.Errorf("channel closed by the broker: %v", e))
+		case e, ok := <-p.closed:
+			if !ok || e == nil {
+				return false, lost(errors.New("channel closed"))
+			}
+			err := p.explain(fmt.Errorf("channel closed by the broker: %w", e))
+			if strings.Contains(err.Error(), "max size") {
+				return false, err
+			}
+			return false, lost(err)
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}

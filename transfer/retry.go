@@ -1,0 +1,42 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// errConnLost marks an error after which a new connection may succeed:
+// the broker restarted, the network reset, the dial was refused.
+var errConnLost = errors.New("connection to the broker lost")
+
+// lost wraps err as retriable.
+func lost(err error) error { return fmt.Errorf("%w: %w", errConnLost, err) }
+
+// retriable reports whether a new connection may get past err. Refused
+// credentials and refused declarations are final.
+func retriable(err error) bool {
+	if errors.Is(err, errConnLost) {
+		return true
+	}
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		return ae.Recover || ae.Code == amqp.ConnectionForced || ae.Code == amqp.FrameError
+	}
+	return errors.Is(err, amqp.ErrClosed)
+}
+
+// backoff sleeps before reconnect attempt n (0-based): 200ms doubling to 5s.
+func backoff(ctx context.Context, n int) error {
+	d := 200 * time.Millisecond << min(n, 5)
+	d = min(d, 5*time.Second)
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
