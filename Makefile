@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 RECORDS ?= 1000000
 
-.PHONY: all build test test-short lint bench run clean
+.PHONY: all build test lint bench faults run clean
 
 all: build
 
@@ -25,6 +25,14 @@ lint:
 	@git diff --exit-code -- proto || { echo "lint: generated code is stale: run go generate ./proto/... and commit"; exit 1; }
 	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; else docker compose -f docker-compose.yml config -q; fi
 	@echo lint ok
+
+# The fault matrix: every randomised fault scenario 5 times with recorded
+# seeds (SEGMQ_FAULT_SEED, default 1); one MATRIX line per run in faults-matrix.txt.
+FAULT_RUNS ?= 5
+faults:
+	scripts/setup.sh
+	SEGMQ_FAULT_RUNS=$(FAULT_RUNS) $(GO) test -race -count=1 -timeout 40m -v ./internal/faults | tee faults.log | grep -E 'MATRIX|^(--- FAIL|FAIL|ok)'
+	@grep -o 'MATRIX.*' faults.log > faults-matrix.txt; ! grep -q '^--- FAIL' faults.log
 
 # Go benchmarks of the formats (no broker).
 bench:

@@ -301,14 +301,21 @@ type publisher struct {
 }
 
 func (p *publisher) headers(payload []byte) amqp.Table {
+	return SegmentHeaders(p.cfg.Transfer, p.cfg.MSS, p.size, payload, p.sum)
+}
+
+// SegmentHeaders returns the headers segmq's producer puts on a segment:
+// transfer id, MSS, file size, the payload's CRC-32C and, when known
+// (sha256 != ""), the file's SHA-256.
+func SegmentHeaders(transfer string, mss int, size int64, payload []byte, sha256 string) amqp.Table {
 	h := amqp.Table{
-		HdrTransfer: p.cfg.Transfer,
-		HdrMSS:      int64(p.cfg.MSS),
-		HdrSize:     p.size,
+		HdrTransfer: transfer,
+		HdrMSS:      int64(mss),
+		HdrSize:     size,
 		HdrCRC:      int64(crc32.Checksum(payload, castagnoli)),
 	}
-	if p.sum != "" {
-		h[HdrSHA256] = p.sum
+	if sha256 != "" {
+		h[HdrSHA256] = sha256
 	}
 	return h
 }

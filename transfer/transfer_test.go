@@ -203,10 +203,7 @@ func segmqBodies(t testing.TB, id string, data []byte, mss int) []msg {
 	var out []msg
 	for seq := uint32(0); seq < s.Total(); seq++ {
 		b, _ := s.Segment(seq, nil)
-		out = append(out, msg{body: b, headers: amqp.Table{
-			HdrTransfer: id, HdrMSS: int64(mss), HdrSize: int64(len(data)),
-			HdrCRC: int64(crc32.Checksum(b[8:], castagnoli)), HdrSHA256: hex.EncodeToString(sum[:]),
-		}})
+		out = append(out, msg{body: b, headers: SegmentHeaders(id, mss, int64(len(data)), b[8:], hex.EncodeToString(sum[:]))})
 	}
 	return out
 }
