@@ -140,9 +140,31 @@ func Dial(ctx context.Context, cfg DialConfig) (*amqp.Connection, error) {
 	}
 	conn, err := amqp.DialConfig(cfg.URL, conf)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %s", Redact(cfg.URL), scrub(err.Error(), u.Password))
+		return nil, &DialError{URL: Redact(cfg.URL), Err: err, password: u.Password}
 	}
 	return conn, nil
+}
+
+// DialError is a failed connection attempt. Its message names the
+// redacted URL and never the password; Unwrap gives the cause (an
+// *amqp.Error for a refusal by the broker).
+type DialError struct {
+	URL      string
+	Err      error
+	password string
+}
+
+func (e *DialError) Error() string {
+	return fmt.Sprintf("connect to %s: %s", e.URL, scrub(e.Err.Error(), e.password))
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// IsAccessRefused reports whether err is the broker refusing the
+// credentials or the vhost (AMQP 403), which no retry can fix.
+func IsAccessRefused(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Code == amqp.AccessRefused
 }
 
 // scrub removes a password from a message, in case a library echoed it.

@@ -183,7 +183,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 func (r *receiver) session(ctx context.Context) error {
 	conn, err := rabbit.Dial(ctx, r.cfg.Dial)
 	if err != nil {
-		if isAuth(err) || !r.connected {
+		if rabbit.IsAccessRefused(err) || !r.connected {
 			return err
 		}
 		return lost(err)

@@ -188,7 +188,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 func (p *publisher) session(ctx context.Context) error {
 	conn, err := rabbit.Dial(ctx, p.cfg.Dial)
 	if err != nil {
-		if isAuth(err) || !p.connected {
+		if rabbit.IsAccessRefused(err) || !p.connected {
 			return err
 		}
 		return lost(err)
@@ -262,10 +262,6 @@ func (p *publisher) session(ctx context.Context) error {
 	return nil
 }
 
-func isAuth(err error) bool {
-	return strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "ACCESS_REFUSED") || strings.Contains(err.Error(), "username or password")
-}
-
 type pending struct {
 	seq uint32
 	dc  *amqp.DeferredConfirmation
@@ -333,11 +329,11 @@ func (p *publisher) publish(ctx context.Context, seq uint32, body []byte) error 
 		Body:         body,
 	})
 	if err != nil {
-		err = p.explain(fmt.Errorf("publish segment %d: %w", seq, err))
-		if errors.Is(err, amqp.ErrClosed) {
-			return lost(err)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		return err
+		// A publish fails only on the connection: closed, reset, timed out.
+		return lost(fmt.Errorf("publish segment %d: %w", seq, err))
 	}
 	p.inflight = append(p.inflight, pending{seq: seq, dc: dc})
 	return nil
@@ -377,14 +373,26 @@ func (p *publisher) wait(ctx context.Context, dc *amqp.DeferredConfirmation) (bo
 		case <-dc.Done():
 			ack := dc.Acked()
 			select { // a return arrives before the ack of the same message
-			case r := <-p.returns:
-				return false, returned(r)
+			case r, ok := <-p.returns:
+				if ok {
+					return false, returned(r)
+				}
 			default:
 			}
+			if !ack && p.ch.IsClosed() {
+				return false, lost(errors.New("channel closed before the confirm"))
+			}
 			return ack, nil
-		case r := <-p.returns:
+		case r, ok := <-p.returns:
+			if !ok { // closed with the channel
+				return false, lost(errors.New("channel closed"))
+			}
 			return false, returned(r)
-		case b := <-p.blocked:
+		case b, ok := <-p.blocked:
+			if !ok {
+				p.blocked = nil // closed with the connection; the closed channel below reports it
+				continue
+			}
 			if b.Active {
 				p.log.Warn("broker blocked publishing (memory or disk alarm); waiting", "reason", b.Reason)
 			} else {
