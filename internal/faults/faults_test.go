@@ -479,3 +479,34 @@ func TestMemoryAlarmPauses(t *testing.T) {
 	mustExit(t, cons, 0, 30*time.Second)
 	f.exact()
 }
+
+// TestBrokerStaysDown: the broker goes away mid-transfer and does not
+// come back (the proxy refuses every new connection): both commands end
+// with a clear error after --timeout, and the consumer keeps its .part.
+func TestBrokerStaysDown(t *testing.T) {
+	f := newFixture(t, 300_000)
+	url, px := f.slowURL(10 << 20)
+	cons := f.start(url, "consumer", "--out", f.out(), "--timeout", "2s")
+	prod := f.start(url, "producer", "--in", f.in, "--mss", mss, "--timeout", "2s")
+	time.Sleep(700 * time.Millisecond)
+	px.SetDown(true)
+	if px.Reset() == 0 {
+		t.Fatal("no live connection to cut: the fault did not land")
+	}
+	mustExit(t, prod, 1, 30*time.Second)
+	mustExit(t, cons, 1, 30*time.Second)
+	if s := prod.out.String(); !strings.Contains(s, "gave up after 2s without a confirm") || !strings.Contains(s, "--resume") {
+		t.Fatalf("producer output:\n%s", s)
+	}
+	if s := cons.out.String(); !strings.Contains(s, "gave up reconnecting after 2s") || !strings.Contains(s, "run again to resume") {
+		t.Fatalf("consumer output:\n%s", s)
+	}
+	if _, err := os.Stat(f.out() + ".part"); err != nil {
+		t.Fatalf(".part not kept: %v", err)
+	}
+	// The broker is back: resume both, and the file is exact.
+	again := f.start(f.url, "producer", "--in", f.in, "--mss", mss, "--resume")
+	mustExit(t, again, 0, 60*time.Second)
+	mustExit(t, f.start(f.url, "consumer", "--out", f.out(), "--timeout", "30s"), 0, 60*time.Second)
+	f.exact()
+}
