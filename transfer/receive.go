@@ -181,22 +181,11 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 // session consumes on one connection until the transfer is complete, a
 // final error, or the connection fails (a retriable error).
 func (r *receiver) session(ctx context.Context) error {
-	conn, err := rabbit.Dial(ctx, r.cfg.Dial)
+	conn, ch, err := openSession(ctx, r.cfg.Dial, r.cfg.Topology, &r.connected)
 	if err != nil {
-		if rabbit.IsAccessRefused(err) || !r.connected {
-			return err
-		}
-		return lost(err)
-	}
-	defer conn.Close()
-	r.connected = true
-	if err := rabbit.Declare(conn, r.cfg.Topology); err != nil {
 		return err
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return lost(err)
-	}
+	defer conn.Close()
 	defer ch.Close()
 	r.ch = ch
 	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/segmq/segmq/rabbit"
 )
 
 // errConnLost marks an error after which a new connection may succeed:
@@ -39,4 +41,29 @@ func backoff(ctx context.Context, n int) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// openSession dials, declares the topology and opens a channel. Errors
+// are classified for the reconnect loops: a broker never reached, or one
+// that refuses the credentials, is final; anything after a first success
+// is a lost connection. *connected records that first success.
+func openSession(ctx context.Context, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool) (*amqp.Connection, *amqp.Channel, error) {
+	conn, err := rabbit.Dial(ctx, dial)
+	if err != nil {
+		if rabbit.IsAccessRefused(err) || !*connected {
+			return nil, nil, err
+		}
+		return nil, nil, lost(err)
+	}
+	*connected = true
+	if err := rabbit.Declare(conn, topo); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		conn.Close()
+		return nil, nil, lost(err)
+	}
+	return conn, ch, nil
 }

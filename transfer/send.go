@@ -186,22 +186,11 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 
 // session publishes on one connection until done or the connection fails.
 func (p *publisher) session(ctx context.Context) error {
-	conn, err := rabbit.Dial(ctx, p.cfg.Dial)
+	conn, ch, err := openSession(ctx, p.cfg.Dial, p.cfg.Topology, &p.connected)
 	if err != nil {
-		if rabbit.IsAccessRefused(err) || !p.connected {
-			return err
-		}
-		return lost(err)
-	}
-	defer conn.Close()
-	p.connected = true
-	if err := rabbit.Declare(conn, p.cfg.Topology); err != nil {
 		return err
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return lost(err)
-	}
+	defer conn.Close()
 	defer ch.Close()
 	if err := ch.Confirm(false); err != nil {
 		return lost(fmt.Errorf("enable publisher confirms: %w", err))

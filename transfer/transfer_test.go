@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,20 +34,12 @@ type env struct {
 	topo rabbit.Topology
 	dir  string
 	log  *slog.Logger
-	logs *syncBuf
+	logs *brokertest.LogBuffer
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{t: t, url: brokertest.URL(t), topo: rabbit.Topology{Queue: brokertest.Queue(t)}, dir: t.TempDir(), logs: &syncBuf{}}
+	e := &env{t: t, url: brokertest.URL(t), topo: rabbit.Topology{Queue: brokertest.Queue(t)}, dir: t.TempDir(), logs: &brokertest.LogBuffer{}}
 	e.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -421,14 +420,6 @@ func TestDiskFull(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestMemoryAlarmPauses: with the broker's memory alarm on, publishing
 // pauses with a log line (no error, no busy loop) and completes once the
 // alarm clears.
@@ -440,7 +431,7 @@ func TestMemoryAlarmPauses(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Ctl(ctx, "set_vm_memory_high_watermark", "0.4") })
-	logs := &syncBuf{}
+	logs := &brokertest.LogBuffer{}
 	done := make(chan error, 1)
 	start := time.Now()
 	var ru0 syscall.Rusage
