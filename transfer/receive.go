@@ -275,7 +275,7 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 				return err
 			}
 		case e := <-closed:
-			return lost(fmt.Errorf("channel closed: %v", e))
+			return closeError(e)
 		case <-tick.C:
 			if time.Since(r.lastFlush) >= r.cfg.FsyncInterval {
 				if err := r.flush(); err != nil {

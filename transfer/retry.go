@@ -19,16 +19,34 @@ var errConnLost = errors.New("connection to the broker lost")
 func lost(err error) error { return fmt.Errorf("%w: %w", errConnLost, err) }
 
 // retriable reports whether a new connection may get past err. Refused
-// credentials and refused declarations are final.
+// credentials, refused declarations and every other soft (channel-level)
+// exception are final: they would happen again.
 func retriable(err error) bool {
-	if errors.Is(err, errConnLost) {
+	if errors.Is(err, errConnLost) || errors.Is(err, amqp.ErrClosed) {
 		return true
 	}
 	var ae *amqp.Error
 	if errors.As(err, &ae) {
-		return ae.Recover || ae.Code == amqp.ConnectionForced || ae.Code == amqp.FrameError
+		return !ae.Recover && (ae.Code == amqp.ConnectionForced || ae.Code == amqp.FrameError || ae.Code == amqp.InternalError)
 	}
-	return errors.Is(err, amqp.ErrClosed)
+	return false
+}
+
+// closeError classifies a channel's close notification. A soft exception
+// (406 PRECONDITION_FAILED, 404 NOT_FOUND, 403 ACCESS_REFUSED: amqp091-go
+// sets Recover) is the broker refusing what we did, and a new connection
+// would be refused the same way: final. A hard one (320 CONNECTION_FORCED
+// on shutdown) or a close with no reason (the network) is a lost
+// connection.
+func closeError(e *amqp.Error) error {
+	if e == nil {
+		return lost(errors.New("channel closed"))
+	}
+	err := fmt.Errorf("channel closed by the broker: %w", e)
+	if e.Recover {
+		return err
+	}
+	return lost(err)
 }
 
 // backoff sleeps before reconnect attempt n (0-based): 200ms doubling to 5s.

@@ -321,8 +321,9 @@ func (p *publisher) publish(ctx context.Context, seq uint32, body []byte) error 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		// A publish fails only on the connection: closed, reset, timed out.
-		return lost(fmt.Errorf("publish segment %d: %w", seq, err))
+		// A publish fails only when the channel or connection is gone; the
+		// close notification says why.
+		return p.channelGone(fmt.Errorf("publish segment %d: %w", seq, err))
 	}
 	p.inflight = append(p.inflight, pending{seq: seq, dc: dc})
 	return nil
@@ -369,12 +370,12 @@ func (p *publisher) wait(ctx context.Context, dc *amqp.DeferredConfirmation) (bo
 			default:
 			}
 			if !ack && p.ch.IsClosed() {
-				return false, lost(errors.New("channel closed before the confirm"))
+				return false, p.channelGone(errors.New("channel closed before the confirm"))
 			}
 			return ack, nil
 		case r, ok := <-p.returns:
 			if !ok { // closed with the channel
-				return false, lost(errors.New("channel closed"))
+				return false, p.channelGone(errors.New("channel closed"))
 			}
 			return false, returned(r)
 		case b, ok := <-p.blocked:
@@ -387,19 +388,26 @@ func (p *publisher) wait(ctx context.Context, dc *amqp.DeferredConfirmation) (bo
 			} else {
 				p.log.Info("broker unblocked publishing")
 			}
-		case e, ok := <-p.closed:
-			if !ok || e == nil {
-				return false, lost(errors.New("channel closed"))
-			}
-			err := p.explain(fmt.Errorf("channel closed by the broker: %w", e))
-			if strings.Contains(err.Error(), "max size") {
-				return false, err
-			}
-			return false, lost(err)
+		case e := <-p.closed:
+			return false, p.explain(closeError(e))
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}
 	}
+}
+
+// channelGone explains an operation that failed because the channel is
+// closed: it waits briefly for the close notification, which carries the
+// broker's reason, and classifies it. With no reason the connection is lost.
+func (p *publisher) channelGone(cause error) error {
+	select {
+	case e := <-p.closed:
+		if e != nil {
+			return p.explain(closeError(e))
+		}
+	case <-time.After(time.Second):
+	}
+	return lost(cause)
 }
 
 func returned(r amqp.Return) error {

@@ -501,3 +501,23 @@ func TestBrokerStaysDown(t *testing.T) {
 	mustExit(t, f.start(f.url, "consumer", "--out", f.out(), "--timeout", "30s"), 0, 60*time.Second)
 	f.exact()
 }
+
+// TestMessageTooLarge: the broker refuses a body over its
+// max_message_size by closing the channel (406, a soft error). That is
+// final, not a lost connection: the producer must stop at once with
+// advice, not reconnect and republish the same body for ever.
+func TestMessageTooLarge(t *testing.T) {
+	b := brokertest.Local(t)
+	ctx := context.Background()
+	if _, err := b.Ctl(ctx, "eval", "application:set_env(rabbit, max_message_size, 8192)."); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Ctl(ctx, "eval", "application:set_env(rabbit, max_message_size, 134217728).") })
+	f := newFixture(t, 5_000)
+	prod := f.start(f.url, "producer", "--in", f.in, "--mss", "16384", "--state", "-")
+	mustExit(t, prod, 1, 20*time.Second)
+	out := prod.out.String()
+	if !strings.Contains(out, "max_message_size") || !strings.Contains(out, "lower --mss") || strings.Contains(out, "reconnecting") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
