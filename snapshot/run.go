@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -75,27 +76,25 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-func oneFile(name string, args []string, stderr io.Writer) (string, error) {
+// openOne parses a subcommand that takes exactly one FILE and opens it.
+func openOne(name string, args []string, stderr io.Writer) (*os.File, error) {
 	fs := cli.FlagSet("snapshot "+name, "snapshot "+name+" FILE", stderr)
 	if err := cli.Parse(fs, args); err != nil {
-		return "", err
+		return nil, err
 	}
 	if fs.NArg() != 1 {
-		return "", cli.Usagef("%s takes exactly one FILE, got %d arguments", name, fs.NArg())
+		return nil, cli.Usagef("%s takes exactly one FILE, got %d arguments", name, fs.NArg())
 	}
-	return fs.Arg(0), nil
+	return os.Open(fs.Arg(0))
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	path, err := oneFile("verify", args, stderr)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(path)
+	f, err := openOne("verify", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	path := f.Name()
 	var size int64
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
@@ -116,16 +115,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runCat(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	path, err := oneFile("cat", args, stderr)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(path)
+	f, err := openOne("cat", args, stderr)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	bw := bufioWriter(stdout)
+	path := f.Name()
+	bw := bufio.NewWriterSize(stdout, 256<<10)
 	_, err = snapfile.Cat(f, bw)
 	if ferr := bw.Flush(); err == nil {
 		err = ferr

@@ -124,7 +124,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return SendResult{}, fmt.Errorf("%s is not a regular file", path)
 	}
 	size := fi.Size()
-	p := &publisher{cfg: cfg, log: log, size: size, file: f, sha: sha256.New(),
+	p := &publisher{cfg: cfg, log: log, file: f, sha: sha256.New(),
 		buf: make([]byte, segment.HeaderSize+cfg.MSS), rebuf: make([]byte, segment.HeaderSize+cfg.MSS),
 		sendState: sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: size, ModTime: fi.ModTime().UnixNano()}}
 	if err := p.loadResume(); err != nil {
@@ -259,7 +259,6 @@ type pending struct {
 type publisher struct {
 	cfg   SendConfig
 	log   *slog.Logger
-	size  int64
 	file  *os.File
 	split *segment.Splitter
 	buf   []byte // the body being published
@@ -286,7 +285,7 @@ type publisher struct {
 }
 
 func (p *publisher) headers(payload []byte) amqp.Table {
-	return SegmentHeaders(p.cfg.Transfer, p.cfg.MSS, p.size, payload, p.sum)
+	return SegmentHeaders(p.cfg.Transfer, p.cfg.MSS, p.sendState.Size, payload, p.sum)
 }
 
 // SegmentHeaders returns the headers segmq's producer puts on a segment:

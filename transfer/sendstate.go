@@ -51,8 +51,8 @@ func (p *publisher) loadResume() error {
 			ErrUnfinished, st.Transfer, st.Confirmed, p.cfg.State)
 	}
 	switch {
-	case st.Size != p.size || st.ModTime != p.sendState.ModTime:
-		return fmt.Errorf("cannot resume transfer %s: the input changed since (size %d→%d); delete %s to start a new transfer", st.Transfer, st.Size, p.size, p.cfg.State)
+	case st.Size != p.sendState.Size || st.ModTime != p.sendState.ModTime:
+		return fmt.Errorf("cannot resume transfer %s: the input changed since (size %d→%d); delete %s to start a new transfer", st.Transfer, st.Size, p.sendState.Size, p.cfg.State)
 	case st.MSS != p.cfg.MSS:
 		return fmt.Errorf("cannot resume transfer %s: it used --mss %d, not %d", st.Transfer, st.MSS, p.cfg.MSS)
 	case p.cfg.Transfer != "" && p.cfg.Transfer != st.Transfer:
@@ -71,7 +71,7 @@ func (p *publisher) hashPrefix() error {
 	if p.next == 0 {
 		return nil
 	}
-	n := min(int64(p.next)*int64(p.cfg.MSS), p.size)
+	n := min(int64(p.next)*int64(p.cfg.MSS), p.sendState.Size)
 	if _, err := io.Copy(p.sha, io.NewSectionReader(p.file, 0, n)); err != nil {
 		return err
 	}

@@ -245,9 +245,7 @@ func (b *Broker) Stop() error {
 // made it.
 func (b *Broker) Close() error {
 	err := b.Stop()
-	kill := exec.Command("epmd", "-port", strconv.Itoa(b.EpmdPort), "-kill")
-	kill.Env = b.env()
-	kill.Run()
+	b.killEpmd()
 	if b.ownDir {
 		os.RemoveAll(b.Dir)
 	}
@@ -291,8 +289,13 @@ func (b *Broker) SaveEnv() error {
 // then its epmd.
 func (b *Broker) StopDetached(ctx context.Context) error {
 	_, err := b.Ctl(ctx, "stop", filepath.Join(b.Dir, "pid"))
+	b.killEpmd()
+	return err
+}
+
+// killEpmd ends the node's private epmd, which outlives the node.
+func (b *Broker) killEpmd() {
 	kill := exec.Command("epmd", "-port", strconv.Itoa(b.EpmdPort), "-kill")
 	kill.Env = b.env()
 	kill.Run()
-	return err
 }
