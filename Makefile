@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 RECORDS ?= 1000000
 
-.PHONY: all build test lint bench faults run clean
+.PHONY: all build test lint bench bench-go faults run clean
 
 all: build
 
@@ -34,8 +34,18 @@ faults:
 	SEGMQ_FAULT_RUNS=$(FAULT_RUNS) $(GO) test -race -count=1 -timeout 40m -v ./internal/faults | tee faults.log | grep -E 'MATRIX|^(--- FAIL|FAIL|ok)'
 	@grep -o 'MATRIX.*' faults.log > faults-matrix.txt; ! grep -q '^--- FAIL' faults.log
 
-# Go benchmarks of the formats (no broker).
-bench:
+# End to end against a raw amqp091-go baseline on the same broker
+# ($$AMQP_URL, else a throwaway local node): throughput ratio, peak RSS at
+# 256 MiB/1 GiB/4 GiB, gen rows/s, MSS sweep, zstd. About 5 minutes here;
+# needs ~15 GB of free disk in bench/out. Writes bench/results.md and the
+# README's table. BENCH_FLAGS passes flags to internal/cmd/bench.
+bench: build
+	scripts/setup.sh
+	$(GO) build -o $(BIN)/ ./internal/cmd/bench
+	$(BIN)/bench -bin $(BIN) -dir bench/out -results bench/results.md -readme README.md $(BENCH_FLAGS)
+
+# Go benchmarks of the formats and the hot paths (no broker).
+bench-go:
 	$(GO) test -run '^$$' -bench . -count 1 ./segment ./recordio ./snapfile
 
 # The demo: a real broker, a 1M-record snapshot, producer, consumer, proof.

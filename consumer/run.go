@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -9,7 +10,7 @@ import (
 	"github.com/segmq/segmq/transfer"
 )
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := cli.FlagSet("consumer", "consumer --out db.bin [--queue snapshots] [--url URL] [--window N] [--timeout D] [flags]", stderr)
 	var bf cli.BrokerFlags
 	bf.Register(fs)
@@ -20,6 +21,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	id := fs.String("transfer", "", "take only this transfer id (default: the first that arrives)")
 	restart := fs.Bool("restart", false, "discard OUT.part and its state instead of resuming")
 	verbose := fs.Bool("v", false, "debug logging")
+	var prof cli.Profile
+	prof.Register(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -43,6 +46,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := prof.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopProfile()) }()
 	log := cli.Logger(stderr, *verbose)
 	prog := cli.NewProgress(stderr, log, "received", 0)
 	res, err := transfer.Receive(ctx, transfer.ReceiveConfig{

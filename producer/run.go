@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +11,7 @@ import (
 	"github.com/segmq/segmq/transfer"
 )
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := cli.FlagSet("producer", "producer [--in db.bin] [--mss 65536] [--queue snapshots] [--url URL] [flags]", stderr)
 	var bf cli.BrokerFlags
 	bf.Register(fs)
@@ -23,6 +24,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	state := fs.String("state", "", "progress file for --resume (default IN.segmq-send; - for none)")
 	timeout := fs.Duration("timeout", 0, "give up when no segment is confirmed for this long, e.g. while the broker is down (0 = retry for ever)")
 	verbose := fs.Bool("v", false, "debug logging")
+	var prof cli.Profile
+	prof.Register(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -46,6 +49,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := prof.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopProfile()) }()
 	log := cli.Logger(stderr, *verbose)
 	var size int64
 	if fi, err := os.Stat(*in); err == nil {

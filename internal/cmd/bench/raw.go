@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// raw is the baseline: what the broker allows one amqp091-go publisher
+// and one consumer to move through one fresh durable queue. count bodies
+// of size bytes, persistent, published with a confirm window while the
+// consumer takes them with prefetch and acks every ackEvery (multiple).
+// The clock runs from the first dial to the last delivery.
+func (b *bench) raw(ctx context.Context, queueType string, size, count int) (time.Duration, error) {
+	q := b.queue("raw")
+	start := time.Now()
+	pub, err := amqp.DialConfig(b.url, amqp.Config{Properties: amqp.Table{"connection_name": "bench raw publisher"}})
+	if err != nil {
+		return 0, err
+	}
+	defer pub.Close()
+	con, err := amqp.DialConfig(b.url, amqp.Config{Properties: amqp.Table{"connection_name": "bench raw consumer"}})
+	if err != nil {
+		return 0, err
+	}
+	defer con.Close()
+	pch, err := pub.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := pch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": queueType}); err != nil {
+		return 0, err
+	}
+	defer b.deleteQueues(q)
+	if err := pch.Confirm(false); err != nil {
+		return 0, err
+	}
+	cch, err := con.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if err := cch.Qos(b.o.rawPrefetch, 0, false); err != nil {
+		return 0, err
+	}
+	deliveries, err := cch.ConsumeWithContext(ctx, q, "", false, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	consumed := make(chan error, 1)
+	go func() {
+		n := 0
+		for d := range deliveries {
+			n++
+			if n%b.o.rawAckEvery == 0 || n == count {
+				if err := d.Ack(true); err != nil {
+					consumed <- err
+					return
+				}
+			}
+			if n == count {
+				consumed <- nil
+				return
+			}
+		}
+		consumed <- errors.New("raw consumer: deliveries closed early")
+	}()
+
+	body := make([]byte, size)
+	rand.Read(body)
+	window := make([]*amqp.DeferredConfirmation, 0, b.o.rawWindow)
+	wait := func(dc *amqp.DeferredConfirmation) error {
+		ok, err := dc.WaitContext(ctx)
+		if err == nil && !ok {
+			err = errors.New("raw publisher: nacked")
+		}
+		return err
+	}
+	for i := range count {
+		if len(window) == b.o.rawWindow {
+			if err := wait(window[0]); err != nil {
+				return 0, err
+			}
+			window = window[1:]
+		}
+		dc, err := pch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false, amqp.Publishing{
+			DeliveryMode: amqp.Persistent, ContentType: "application/octet-stream", Body: body,
+			MessageId: fmt.Sprint(i),
+		})
+		if err != nil {
+			return 0, err
+		}
+		window = append(window, dc)
+	}
+	for _, dc := range window {
+		if err := wait(dc); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case err := <-consumed:
+		if err != nil {
+			return 0, err
+		}
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return time.Since(start), nil
+}
+
+// queue returns a fresh queue name.
+func (b *bench) queue(kind string) string {
+	b.seq++
+	return fmt.Sprintf("bench-%s-%d-%d", kind, os.Getpid(), b.seq)
+}
+
+// deleteQueues removes queues (and segmq's dead-letter exchange and
+// queue for each), so that runs do not leave broker state behind.
+func (b *bench) deleteQueues(names ...string) {
+	conn, err := amqp.Dial(b.url)
+	if err != nil {
+		b.logf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	for _, q := range names {
+		for _, name := range []string{q, q + ".dead"} {
+			if ch, err := conn.Channel(); err == nil {
+				ch.QueueDelete(name, false, false, false)
+				ch.Close()
+			}
+		}
+		if ch, err := conn.Channel(); err == nil {
+			ch.ExchangeDelete(q+".dlx", false, false)
+			ch.Close()
+		}
+	}
+}
+
+// brokerVersion reads the server properties of a connection.
+func (b *bench) brokerVersion() string {
+	conn, err := amqp.Dial(b.url)
+	if err != nil {
+		return "unknown"
+	}
+	defer conn.Close()
+	return fmt.Sprintf("%v %v", conn.Properties["product"], conn.Properties["version"])
+}
