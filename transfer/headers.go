@@ -15,7 +15,15 @@ const (
 	HdrSize     = "segmq-size"
 	HdrCRC      = "segmq-crc32c"
 	HdrSHA256   = "segmq-sha256"
+	// HdrEncoding names how this message's payload is encoded; absent
+	// means as-is. The only encoding is "zstd": one zstd frame holding the
+	// payload. Offsets, MSS, size and the SHA-256 always refer to the
+	// decoded bytes; the CRC-32C covers the payload as sent.
+	HdrEncoding = "segmq-encoding"
 )
+
+// EncodingZstd is the value of HdrEncoding for a zstd-compressed payload.
+const EncodingZstd = "zstd"
 
 // meta is what a message's headers say about its transfer.
 type meta struct {
@@ -26,6 +34,7 @@ type meta struct {
 	CRC      uint32
 	HasCRC   bool
 	SHA256   string
+	Encoding string // "" or EncodingZstd
 }
 
 func (m meta) raw() bool { return m.Transfer == "" }
@@ -59,7 +68,7 @@ func parseMeta(h amqp.Table) (meta, error) {
 	var m meta
 	tv, ok := h[HdrTransfer]
 	if !ok {
-		for _, k := range []string{HdrMSS, HdrSize, HdrCRC, HdrSHA256} {
+		for _, k := range []string{HdrMSS, HdrSize, HdrCRC, HdrSHA256, HdrEncoding} {
 			if _, ok := h[k]; ok {
 				return m, fmt.Errorf("header %s without %s", k, HdrTransfer)
 			}
@@ -96,6 +105,12 @@ func parseMeta(h amqp.Table) (meta, error) {
 			return m, fmt.Errorf("header %s: want 64 hex digits, got %v", HdrSHA256, v)
 		}
 		m.SHA256 = sha
+	}
+	if v, present := h[HdrEncoding]; present {
+		if enc, ok := v.(string); !ok || enc != EncodingZstd {
+			return m, fmt.Errorf("header %s: unknown encoding %v (this consumer knows %q)", HdrEncoding, v, EncodingZstd)
+		}
+		m.Encoding = EncodingZstd
 	}
 	return m, nil
 }

@@ -2,15 +2,15 @@ package transfer
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -88,6 +88,7 @@ type receiver struct {
 	cfg       ReceiveConfig
 	log       *slog.Logger
 	ch        *amqp.Channel
+	tag       string // consumer tag of the current session
 	part      *os.File
 	partPath  string
 	statePath string
@@ -95,6 +96,8 @@ type receiver struct {
 	locked bool
 	st     partState
 	asm    *segment.Assembler
+	hash   *hasher // the SHA-256 of the assembled prefix
+	zstd   *zstd.Decoder
 
 	unacked    []uint64 // placed or duplicate, awaiting fsync+ack
 	lastFlush  time.Time
@@ -111,6 +114,7 @@ type parkedSeg struct {
 	d       amqp.Delivery
 	h       segment.Header
 	payload []byte
+	buf     *[]byte // payload's pooled buffer (a decoded payload), or nil
 }
 
 // Receive consumes one transfer from the queue into cfg.Out.
@@ -136,6 +140,13 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 		return ReceiveResult{}, err
 	}
 	defer r.part.Close()
+	r.hash = newHasher(r.part)
+	defer r.hash.stop()
+	defer func() {
+		if r.zstd != nil {
+			r.zstd.Close()
+		}
+	}()
 
 	start := time.Now()
 	r.lastPlaced, r.lastFlush = start, start
@@ -192,7 +203,8 @@ func (r *receiver) session(ctx context.Context) error {
 		return lost(fmt.Errorf("set prefetch: %w", err))
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-	deliveries, err := ch.ConsumeWithContext(ctx, r.cfg.Topology.Name(), "", false, false, false, false, nil)
+	r.tag = fmt.Sprintf("segmq-consumer-%d-%d", os.Getpid(), time.Now().UnixNano())
+	deliveries, err := ch.ConsumeWithContext(ctx, r.cfg.Topology.Name(), r.tag, false, false, false, false, nil)
 	if err != nil {
 		return lost(fmt.Errorf("consume %s: %w", r.cfg.Topology.Name(), err))
 	}
@@ -293,26 +305,22 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 
 // settle handles what the broker has already sent ahead (prefetch) once
 // the transfer is complete: duplicates are acked, malformed segments
-// dead-lettered, other transfers' segments requeued. What is still in the
-// queue stays there.
+// dead-lettered, other transfers' segments requeued. It cancels the
+// consumer first; the broker sends every delivery before the cancel-ok,
+// and amqp091-go closes the deliveries channel after the last of them,
+// so nothing is left in flight and nothing is waited for by a timer.
+// What is still in the queue stays there.
 func (r *receiver) settle(ctx context.Context, deliveries <-chan amqp.Delivery) error {
-	const quiet = 100 * time.Millisecond
-	deadline := time.After(2 * time.Second)
-	for {
-		select {
-		case d, ok := <-deliveries:
-			if !ok {
-				return nil
-			}
-			if err := r.handle(ctx, d); err != nil {
-				return err
-			}
-		case <-time.After(quiet):
-			return nil
-		case <-deadline:
-			return nil
+	if err := r.ch.Cancel(r.tag, false); err != nil {
+		r.log.Debug("cancel consumer", "err", err)
+		return nil // the channel is gone, and with it what it held
+	}
+	for d := range deliveries {
+		if err := r.handle(ctx, d); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 func (r *receiver) incomplete(why error) error {
@@ -396,11 +404,51 @@ func (r *receiver) handle(ctx context.Context, d amqp.Delivery) error {
 			}
 			r.st.SHA256 = m.SHA256
 		}
+		if m.Encoding == EncodingZstd {
+			buf, err := r.unpack(payload)
+			if err != nil {
+				return r.dead(d, fmt.Sprintf("zstd payload does not decode within %d bytes: %v", max(r.st.MSS, 1<<20), err), "seq", h.Seq)
+			}
+			return r.place(ctx, parkedSeg{d: d, h: h, payload: *buf, buf: buf})
+		}
 	}
-	return r.place(ctx, d, h, payload)
+	return r.place(ctx, parkedSeg{d: d, h: h, payload: payload})
 }
 
-func (r *receiver) place(ctx context.Context, d amqp.Delivery, h segment.Header, payload []byte) error {
+// unpackBufs recycles decoded payloads: the hasher gives them back.
+var unpackBufs sync.Pool
+
+// unpack decodes one zstd frame into a pooled buffer. The decoder refuses
+// frames that declare, or grow to, more than the MSS or 1 MiB, whichever
+// is larger (zstd's smallest window is 1 KiB, and other encoders pick
+// windows up to 1 MiB for small inputs), so a small hostile frame cannot
+// claim memory; the assembler then holds the payload to the MSS.
+func (r *receiver) unpack(src []byte) (*[]byte, error) {
+	if r.zstd == nil {
+		var err error
+		r.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxMemory(uint64(max(r.st.MSS, 1<<20))))
+		if err != nil {
+			return nil, err
+		}
+	}
+	buf, _ := unpackBufs.Get().(*[]byte)
+	if buf == nil || cap(*buf) < r.st.MSS {
+		b := make([]byte, 0, r.st.MSS)
+		buf = &b
+	}
+	out, err := r.zstd.DecodeAll(src, (*buf)[:0])
+	if err != nil {
+		return nil, err
+	}
+	*buf = out
+	return buf, nil
+}
+
+// place offers a segment to the assembler. The same parkedSeg comes back
+// here from the parking lot.
+func (r *receiver) place(ctx context.Context, p parkedSeg) error {
+	d, h, payload := p.d, p.h, p.payload
 	o, err := r.asm.Add(h, payload)
 	var se *segment.SegmentError
 	switch {
@@ -416,6 +464,7 @@ func (r *receiver) place(ctx context.Context, d amqp.Delivery, h segment.Header,
 	}
 	switch o {
 	case segment.Placed:
+		r.advanceHash(h.Seq, payload, p.buf)
 		r.unacked = append(r.unacked, d.DeliveryTag)
 		r.unproduct, r.backoff, r.lastPlaced = 0, 10*time.Millisecond, time.Now()
 		if r.cfg.Progress != nil {
@@ -431,7 +480,7 @@ func (r *receiver) place(ctx context.Context, d amqp.Delivery, h segment.Header,
 		r.res.Duplicates++
 		r.unacked = append(r.unacked, d.DeliveryTag)
 	case segment.NotYet:
-		return r.park(ctx, parkedSeg{d: d, h: h, payload: payload})
+		return r.park(ctx, p)
 	}
 	return nil
 }
@@ -455,7 +504,7 @@ func (r *receiver) retryParked(ctx context.Context) error {
 		r.parked = nil
 		for i, p := range lot {
 			before := r.asm.Received()
-			if err := r.place(ctx, p.d, p.h, p.payload); err != nil {
+			if err := r.place(ctx, p); err != nil {
 				r.parked = append(r.parked, lot[i+1:]...)
 				return err
 			}
@@ -463,6 +512,39 @@ func (r *receiver) retryParked(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// advanceHash hands the hasher the part of the file that has become
+// contiguous since the last call: payload (segment seq, just placed) from
+// memory, the rest as ranges to read back from the .part.
+func (r *receiver) advanceHash(seq uint32, payload []byte, buf *[]byte) {
+	h, next := r.hash, r.asm.Next()
+	if h.next >= next {
+		return
+	}
+	mss := int64(r.asm.MSS())
+	from := int64(-1) // start of a range still to read back
+	readBack := func(to int64) {
+		if from >= 0 && to > from {
+			h.add(hashJob{off: from, n: to - from})
+		}
+		from = -1
+	}
+	for s := h.next; s < next; s++ {
+		off := int64(s) * mss
+		if s == seq && payload != nil {
+			readBack(off)
+			h.add(hashJob{off: off, payload: payload, buf: buf})
+		} else if from < 0 {
+			from = off
+		}
+	}
+	end := int64(next) * mss
+	if next == r.asm.Total() { // the last segment is placed, so the size is known
+		end, _ = r.asm.Size()
+	}
+	readBack(end)
+	h.next = next
 }
 
 // persist makes every placed segment durable and records the received set.
@@ -524,12 +606,11 @@ func (r *receiver) finish() error {
 	if err := r.part.Truncate(size); err != nil { // a resumed .part may be longer
 		return err
 	}
-	h := sha256.New()
-	n, err := io.Copy(h, io.NewSectionReader(r.part, 0, size))
+	r.advanceHash(0, nil, nil) // a resumed transfer may be complete without a placement
+	sum, n, err := r.hash.sum()
 	if err != nil {
-		return fmt.Errorf("read back %s: %w", r.partPath, err)
+		return err
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
 	r.res.Segments, r.res.Bytes, r.res.SHA256 = r.asm.Total(), n, sum
 	if r.st.HasSize && n != r.st.Size {
 		return fmt.Errorf("%w: size %d, producer said %d; %s kept for inspection, %s untouched", ErrDigest, n, r.st.Size, r.partPath, r.cfg.Out)

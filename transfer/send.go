@@ -41,6 +41,9 @@ type SendConfig struct {
 	Window   int    // publishes awaiting confirmation; 0 means DefaultWindow
 	Transfer string // "" means a new random id
 	Raw      bool   // send any file; skip the snapshot check
+	// Compress is "" (or "none") to send payloads as they are, or
+	// EncodingZstd to pack each one into a zstd frame when that is smaller.
+	Compress string
 	// State is where progress is recorded for Resume; "" means
 	// IN.segmq-send beside the input. "-" disables it.
 	State string
@@ -61,6 +64,9 @@ func (c SendConfig) Validate() error {
 	if c.Window < 0 {
 		return fmt.Errorf("confirm window must be >= 1, got %d", c.Window)
 	}
+	if c.Compress != "" && c.Compress != "none" && c.Compress != EncodingZstd {
+		return fmt.Errorf("--compress must be none or zstd, got %q", c.Compress)
+	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("--timeout must be >= 0, got %s", c.Timeout)
 	}
@@ -72,6 +78,7 @@ type SendResult struct {
 	Transfer    string
 	Segments    uint32
 	Bytes       int64
+	WireBytes   int64 // payload bytes published this run, after compression (republishes not counted)
 	SHA256      string
 	Republished int    // segments published again (nacks, reconnects)
 	Resumed     uint32 // segments already confirmed by an earlier run
@@ -125,7 +132,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	}
 	size := fi.Size()
 	p := &publisher{cfg: cfg, log: log, file: f, sha: sha256.New(),
-		buf: make([]byte, segment.HeaderSize+cfg.MSS), rebuf: make([]byte, segment.HeaderSize+cfg.MSS),
+		rebuf:     make([]byte, segment.HeaderSize+cfg.MSS),
 		sendState: sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: size, ModTime: fi.ModTime().UnixNano()}}
 	if err := p.loadResume(); err != nil {
 		return SendResult{}, err
@@ -153,6 +160,10 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 			log.Warn("cannot record progress; this transfer will not be resumable", "state", cfg.State, "err", err)
 		}
 	}
+	if p.ra, err = startReadAhead(p.split, p.next, p.sha, cfg.Compress == EncodingZstd); err != nil {
+		return SendResult{}, err
+	}
+	defer p.ra.close()
 	start := time.Now()
 	p.lastConfirm = start
 	for attempt := 0; ; attempt++ {
@@ -206,37 +217,44 @@ func (p *publisher) session(ctx context.Context) error {
 		if err := p.drain(ctx, p.cfg.Window-1); err != nil {
 			return err
 		}
-		body, err := p.split.Segment(seq, p.rebuf)
-		if err != nil {
-			return err
-		}
-		if err := p.publish(ctx, seq, body); err != nil {
+		if err := p.republish(ctx, seq); err != nil {
 			return err
 		}
 		p.retry = p.retry[1:]
 		p.res.Republished++
 	}
-	for ; p.next < p.split.Total(); p.next++ {
+	for p.next < p.split.Total() {
 		if err := p.drain(ctx, p.cfg.Window-1); err != nil {
 			return err
 		}
-		seq := p.next
-		body, err := p.split.Segment(seq, p.buf)
+		var b block
+		var ok bool
+		select {
+		case b, ok = <-p.ra.blocks:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return errors.New("internal error: the read-ahead stopped before the last segment")
+		}
+		if b.err != nil {
+			return b.err
+		}
+		if b.sum != "" {
+			p.sum = b.sum
+		}
+		err := p.publish(ctx, b.seq, b.body, b.crc, b.packed)
+		p.ra.release(b)
+		p.next++
 		if err != nil {
+			// Taken from the read-ahead but not sent: the next session
+			// sends it again, read afresh.
+			p.retry = append(p.retry, b.seq)
 			return err
 		}
-		if seq == p.hashed {
-			p.sha.Write(body[segment.HeaderSize:])
-			p.hashed++
-			if seq == p.split.Total()-1 {
-				p.sum = hashHex(p.sha)
-			}
-		}
-		if err := p.publish(ctx, seq, body); err != nil {
-			return err
-		}
+		p.res.WireBytes += int64(len(b.body) - segment.HeaderSize)
 		if p.cfg.Progress != nil {
-			p.cfg.Progress(int64(seq)*int64(p.cfg.MSS) + int64(len(body)-segment.HeaderSize))
+			p.cfg.Progress(int64(b.seq)*int64(p.cfg.MSS) + int64(b.plain))
 		}
 	}
 	if err := p.drain(ctx, 0); err != nil {
@@ -261,8 +279,8 @@ type publisher struct {
 	log   *slog.Logger
 	file  *os.File
 	split *segment.Splitter
-	buf   []byte // the body being published
-	rebuf []byte // a body being republished
+	ra    *readAhead // first-time publishes come from here, in order
+	rebuf []byte     // a body being republished
 
 	ch       *amqp.Channel
 	returns  <-chan amqp.Return
@@ -271,10 +289,9 @@ type publisher struct {
 	inflight []pending // FIFO, at most cfg.Window
 	retry    []uint32  // unconfirmed when a session died; published first
 
-	next   uint32    // next seq to publish for the first time
-	sha    hash.Hash // over payloads [0, hashed)
-	hashed uint32
-	sum    string // the file's SHA-256, once every payload is hashed
+	next uint32    // next seq to publish for the first time
+	sha  hash.Hash // over the payloads before next; the read-ahead owns it once started
+	sum  string    // the file's SHA-256, once the last segment has been read
 
 	sendState
 	connected   bool // a session has reached the broker; only then reconnect
@@ -284,32 +301,44 @@ type publisher struct {
 	res         SendResult
 }
 
-func (p *publisher) headers(payload []byte) amqp.Table {
-	return SegmentHeaders(p.cfg.Transfer, p.cfg.MSS, p.sendState.Size, payload, p.sum)
-}
-
 // SegmentHeaders returns the headers segmq's producer puts on a segment:
 // transfer id, MSS, file size, the payload's CRC-32C and, when known
 // (sha256 != ""), the file's SHA-256.
 func SegmentHeaders(transfer string, mss int, size int64, payload []byte, sha256 string) amqp.Table {
+	return segmentHeaders(transfer, mss, size, crc32.Checksum(payload, castagnoli), sha256, false)
+}
+
+func segmentHeaders(transfer string, mss int, size int64, crc uint32, sha256 string, zstd bool) amqp.Table {
 	h := amqp.Table{
 		HdrTransfer: transfer,
 		HdrMSS:      int64(mss),
 		HdrSize:     size,
-		HdrCRC:      int64(crc32.Checksum(payload, castagnoli)),
+		HdrCRC:      int64(crc),
 	}
 	if sha256 != "" {
 		h[HdrSHA256] = sha256
 	}
+	if zstd {
+		h[HdrEncoding] = EncodingZstd
+	}
 	return h
+}
+
+// republish reads segment seq again and publishes it.
+func (p *publisher) republish(ctx context.Context, seq uint32) error {
+	body, err := p.split.Segment(seq, p.rebuf)
+	if err != nil {
+		return err
+	}
+	return p.publish(ctx, seq, body, crc32.Checksum(body[segment.HeaderSize:], castagnoli), false)
 }
 
 // publish sends one body. The caller may reuse body afterwards:
 // amqp091-go has written the frames when PublishWithDeferredConfirm
 // returns. The caller bounds the window with drain.
-func (p *publisher) publish(ctx context.Context, seq uint32, body []byte) error {
+func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc uint32, packed bool) error {
 	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", p.cfg.Topology.Name(), true, false, amqp.Publishing{
-		Headers:      p.headers(body[segment.HeaderSize:]),
+		Headers:      segmentHeaders(p.cfg.Transfer, p.cfg.MSS, p.sendState.Size, crc, p.sum, packed),
 		ContentType:  "application/octet-stream",
 		DeliveryMode: amqp.Persistent,
 		MessageId:    p.cfg.Transfer + "/" + strconv.FormatUint(uint64(seq), 10),
@@ -341,11 +370,7 @@ func (p *publisher) drain(ctx context.Context, keep int) error {
 		if !ok {
 			p.res.Republished++
 			p.log.Warn("broker nacked a segment; republishing", "seq", head.seq)
-			body, err := p.split.Segment(head.seq, p.rebuf)
-			if err != nil {
-				return err
-			}
-			if err := p.publish(ctx, head.seq, body); err != nil {
+			if err := p.republish(ctx, head.seq); err != nil {
 				return err
 			}
 			continue

@@ -75,8 +75,7 @@ func (p *publisher) hashPrefix() error {
 	if _, err := io.Copy(p.sha, io.NewSectionReader(p.file, 0, n)); err != nil {
 		return err
 	}
-	p.hashed = p.next
-	if p.hashed == p.split.Total() {
+	if p.next == p.split.Total() {
 		p.sum = hashHex(p.sha)
 	}
 	return nil

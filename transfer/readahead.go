@@ -1,0 +1,135 @@
+package transfer
+
+import (
+	"hash"
+	"hash/crc32"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/segmq/segmq/segment"
+)
+
+// The producer is a two-stage pipeline. The read-ahead stage (this file)
+// reads segments in order into a small ring of reused buffers and computes
+// each payload's CRC-32C and the file's running SHA-256 as it goes, once
+// per byte; the publisher takes finished blocks, publishes them and hands
+// the buffers back. The hashing overlaps the publisher's wait for
+// confirms instead of adding to it.
+//
+// With compression, the stage also packs each payload into one zstd frame
+// and keeps whichever of the two is smaller, so incompressible segments
+// cost nothing on the wire. The CRC-32C is of the payload as sent.
+//
+// Memory is the ring: readAheadBytes, at least two segments (twice that
+// with compression).
+
+// readAheadBytes is how far the read-ahead stage may run ahead.
+const readAheadBytes = 2 << 20
+
+// block is one segment ready to publish.
+type block struct {
+	seq    uint32
+	body   []byte // header and payload as sent, in slot
+	slot   *slot  // the ring buffers body lives in; give them back with release
+	packed bool   // the payload is a zstd frame
+	plain  int    // payload bytes before packing
+	crc    uint32
+	sum    string // the file's SHA-256, on the last segment only
+	err    error
+}
+
+type slot struct{ raw, packed []byte }
+
+type readAhead struct {
+	blocks chan block
+	free   chan *slot
+	stop   chan struct{}
+	done   chan struct{}
+	zstd   *zstd.Encoder // nil: no compression
+}
+
+// startReadAhead reads segments [from, total) of split. sha holds the
+// hash of the payloads before from; the stage owns it from now on.
+// With compress, payloads are packed with zstd.
+func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, compress bool) (*readAhead, error) {
+	depth := min(max(readAheadBytes/(segment.HeaderSize+split.MSS()), 2), 64)
+	ra := &readAhead{blocks: make(chan block, depth), free: make(chan *slot, depth),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if compress {
+		var err error
+		// The fastest level: the link, not the ratio, is what is short.
+		// No zstd checksum: the CRC-32C and the SHA-256 cover the bytes.
+		ra.zstd, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+			zstd.WithEncoderCRC(false), zstd.WithWindowSize(zstdWindow(split.MSS())))
+		if err != nil {
+			return nil, err
+		}
+	}
+	for range depth {
+		sl := &slot{raw: make([]byte, segment.HeaderSize+split.MSS())}
+		if compress {
+			sl.packed = make([]byte, 0, segment.HeaderSize+split.MSS())
+		}
+		ra.free <- sl
+	}
+	go ra.run(split, from, sha)
+	return ra, nil
+}
+
+// zstdWindow is the smallest window zstd allows that covers one payload.
+func zstdWindow(mss int) int {
+	w := zstd.MinWindowSize
+	for w < mss && w < zstd.MaxWindowSize {
+		w *= 2
+	}
+	return w
+}
+
+func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash) {
+	defer close(ra.done)
+	defer close(ra.blocks)
+	total := split.Total()
+	for seq := from; seq < total; seq++ {
+		var sl *slot
+		select {
+		case sl = <-ra.free:
+		case <-ra.stop:
+			return
+		}
+		b := block{seq: seq, slot: sl}
+		b.body, b.err = split.Segment(seq, sl.raw)
+		if b.err == nil {
+			payload := b.body[segment.HeaderSize:]
+			b.plain = len(payload)
+			sha.Write(payload)
+			if seq == total-1 {
+				b.sum = hashHex(sha)
+			}
+			if ra.zstd != nil && len(payload) > 0 {
+				packed := ra.zstd.EncodeAll(payload, append(sl.packed[:0], b.body[:segment.HeaderSize]...))
+				if len(packed) < len(b.body) {
+					b.body, b.packed = packed, true
+				}
+				sl.packed = packed[:0] // keep a grown buffer
+			}
+			b.crc = crc32.Checksum(b.body[segment.HeaderSize:], castagnoli)
+		}
+		select {
+		case ra.blocks <- b:
+		case <-ra.stop:
+			return
+		}
+		if b.err != nil {
+			return
+		}
+	}
+}
+
+// release gives a block's buffer back to the ring.
+func (ra *readAhead) release(b block) { ra.free <- b.slot }
+
+// close stops the stage and waits for it.
+func (ra *readAhead) close() {
+	close(ra.stop)
+	<-ra.done
+}
