@@ -30,6 +30,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"--out", "x", "--queue-type", "stream"}, `queue type "stream"`},
 		{[]string{"--out", "x", "--timeout", "soon"}, `invalid value "soon"`},
 		{[]string{"--out", "x", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--out", "x", "--procs", "0"}, `--procs must be >= 1`},
+		{[]string{"--out", "x", "--ack-every", "0"}, `--ack-every must be >= 1`},
 		{[]string{"--out", "x", "--url", "a", "--url-file", "b"}, `exclusive`},
 	} {
 		stdout, stderr, code := runCLI(t, tc.args...)

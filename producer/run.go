@@ -18,6 +18,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	in := fs.String("in", "db.bin", "snapshot file to send")
 	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8)")
 	window := fs.Int("confirm-window", transfer.DefaultWindow, "publishes awaiting broker confirmation")
+	compress := fs.String("compress", "none", "pack each payload: none, or zstd (the consumer decodes; offsets, size and SHA-256 stay those of the file)")
 	raw := fs.Bool("raw", false, "send any file, not only a complete snapshot")
 	id := fs.String("transfer", "", "transfer id (default: a new random id)")
 	resume := fs.Bool("resume", false, "continue the interrupted transfer recorded in the state file (same transfer id; only unconfirmed segments are sent)")
@@ -37,6 +38,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if *timeout < 0 {
 		return cli.Usagef("--timeout must be >= 0, got %s", *timeout)
+	}
+	if *compress != "none" && *compress != transfer.EncodingZstd {
+		return cli.Usagef("--compress must be none or zstd, got %q", *compress)
 	}
 	if *window < 1 {
 		return cli.Usagef("--confirm-window must be >= 1, got %d", *window)
@@ -61,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	prog := cli.NewProgress(stderr, log, "published", size)
 	res, err := transfer.Send(ctx, *in, transfer.SendConfig{
-		Dial: dial, Topology: topo, MSS: *mss, Window: *window, Transfer: *id, Raw: *raw,
+		Dial: dial, Topology: topo, MSS: *mss, Window: *window, Transfer: *id, Raw: *raw, Compress: *compress,
 		Resume: *resume, State: *state, Timeout: *timeout,
 		Log: log, Progress: prog.Set,
 	})
@@ -69,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), republished %d, resumed %d, reconnects %d, sha256 %s\n",
-		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.Republished, res.Resumed, res.Reconnects, res.SHA256)
+	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), wire bytes %d, republished %d, resumed %d, reconnects %d, sha256 %s\n",
+		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.WireBytes, res.Republished, res.Resumed, res.Reconnects, res.SHA256)
 	return nil
 }

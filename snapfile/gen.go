@@ -21,6 +21,11 @@ type GenOptions struct {
 	Workers  int    // encoder goroutines; 0 means 1
 	Seed     uint64 // same seed, same bytes
 	Database string // "" means "demo"
+	// LowEntropy makes rows repetitive, like real tables full of defaults
+	// and sequential keys: apart from keys and timestamps (which follow
+	// the key), row contents repeat every 64 rows and event payloads are a
+	// fixed JSON text. For measuring compression.
+	LowEntropy bool
 	// Progress, if set, is called from the encoding goroutine with the
 	// number of rows queued so far, at most every 64Ki rows.
 	Progress func(rows int64)
@@ -81,6 +86,7 @@ var (
 	lastNames  = []string{"Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Ritchie", "Hamilton", "Torvalds", "Perlman", "Knuth", "Allen"}
 	statuses   = []string{"pending", "paid", "shipped", "delivered", "refunded"}
 	kinds      = []string{"created", "payment_authorized", "packed", "left_warehouse", "delivered", "support_ticket"}
+	lowPayload = `{"source":"web","ok":true,"retries":0,"tags":[]}`
 )
 
 // rowBuilder builds rows into reusable messages.
@@ -113,10 +119,14 @@ var builders = sync.Pool{New: func() any {
 var marshal = proto.MarshalOptions{Deterministic: true}
 
 // appendRow appends the encoded Record of global row g (0-based).
-func appendRow(dst []byte, seed uint64, counts [3]int64, g int64) ([]byte, error) {
+func appendRow(dst []byte, seed uint64, counts [3]int64, g int64, low bool) ([]byte, error) {
 	b := builders.Get().(*rowBuilder)
 	defer builders.Put(b)
-	r := rand.New(rand.NewPCG(seed, uint64(g)))
+	stream := uint64(g)
+	if low {
+		stream %= 64 // rows repeat every 64, but for keys and timestamps
+	}
+	r := rand.New(rand.NewPCG(seed, stream))
 	table, id := 0, g
 	for table < 2 && id >= counts[table] {
 		id -= counts[table]
@@ -172,14 +182,21 @@ func appendRow(dst []byte, seed uint64, counts [3]int64, g int64) ([]byte, error
 		}
 		b.txt[0].Text = kinds[r.IntN(len(kinds))]
 		n := 8 + r.IntN(len(b.payload)-8)
-		for i := 0; i < n; i += 8 {
-			x := r.Uint64()
-			for j := 0; j < 8 && i+j < n; j++ {
-				b.payload[i+j] = byte(x >> (8 * j))
+		if low {
+			copy(b.payload[:], lowPayload)
+		} else {
+			for i := 0; i < n; i += 8 {
+				x := r.Uint64()
+				for j := 0; j < 8 && i+j < n; j++ {
+					b.payload[i+j] = byte(x >> (8 * j))
+				}
 			}
 		}
 		b.byt.Bytes = b.payload[:n]
 		b.ts[0].TimestampMicros = base - r.Int64N(365*24*3600*1e6)
+		if low {
+			b.ts[0].TimestampMicros = base + id*1e6
+		}
 		v[2].Kind, v[3].Kind, v[4].Kind = &b.txt[0], &b.byt, &b.ts[0]
 		b.row.Values = b.ptrs[:5]
 	}
@@ -224,7 +241,7 @@ func Gen(ctx context.Context, w io.Writer, opts GenOptions) (Stats, error) {
 	}
 	counts := tableRows(opts.Rows)
 	enc := recordio.NewOrderedEncoder(ctx, rw, opts.Workers, 0, func(dst []byte, g int64) ([]byte, error) {
-		return appendRow(dst, opts.Seed, counts, g)
+		return appendRow(dst, opts.Seed, counts, g, opts.LowEntropy)
 	})
 	for g := int64(0); g < opts.Rows; g++ {
 		if err := enc.Encode(g); err != nil {

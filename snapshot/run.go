@@ -15,7 +15,7 @@ import (
 	"github.com/segmq/segmq/snapfile"
 )
 
-const usage = `snapshot gen --records N [--workers K] [--seed S] --out FILE
+const usage = `snapshot gen --records N [--workers K] [--seed S] [--profile low-entropy] --out FILE
        snapshot verify FILE
        snapshot cat FILE`
 
@@ -39,15 +39,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := cli.FlagSet("snapshot gen", "snapshot gen --records N [--workers K] [--seed S] --out FILE", stderr)
+	fs := cli.FlagSet("snapshot gen", "snapshot gen --records N [--workers K] [--seed S] [--profile low-entropy] --out FILE", stderr)
 	records := fs.Int64("records", -1, "number of rows to generate (required)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "encoder goroutines; the bytes do not depend on it")
 	seed := fs.Uint64("seed", 1, "seed; the same seed gives the same bytes")
 	out := fs.String("out", "", "output file (required); written to FILE.tmp and renamed when complete")
+	profile := fs.String("profile", "default", "row contents: default, or low-entropy (repetitive rows, for measuring compression)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	switch {
+	case *profile != "default" && *profile != "low-entropy":
+		return cli.Usagef("--profile must be default or low-entropy, got %q", *profile)
 	case fs.NArg() > 0:
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))
 	case *records < 0:
@@ -63,7 +66,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var st snapfile.Stats
 	err := fsutil.WriteAtomic(*out, func(f *os.File) error {
 		var err error
-		st, err = snapfile.Gen(ctx, f, snapfile.GenOptions{Rows: *records, Workers: *workers, Seed: *seed, Progress: prog.Set})
+		st, err = snapfile.Gen(ctx, f, snapfile.GenOptions{Rows: *records, Workers: *workers, Seed: *seed, LowEntropy: *profile == "low-entropy", Progress: prog.Set})
 		return err
 	})
 	prog.Done()

@@ -37,18 +37,18 @@ import (
 )
 
 type options struct {
-	bin, dir, results, readme string
-	runs, quorumRuns          int
-	mss                       int
-	ratioSize, sweepSize      int64
-	rssSizes                  []int64
-	sweep                     []int
-	compress                  bool
-	sections                  string
-	profile                   bool
+	bin, dir, results, readme  string
+	runs, quorumRuns           int
+	mss                        int
+	ratioSize, sweepSize       int64
+	rssSizes                   []int64
+	sweep                      []int
+	compress                   bool
+	sections                   string
+	profile                    bool
 	producerArgs, consumerArgs []string
-	rawWindow, rawPrefetch    int
-	rawAckEvery               int
+	rawWindow, rawPrefetch     int
+	rawAckEvery                int
 }
 
 func main() {

@@ -16,7 +16,12 @@ import (
 // of size bytes, persistent, published with a confirm window while the
 // consumer takes them with prefetch and acks every ackEvery (multiple).
 // The clock runs from the first dial to the last delivery.
-func (b *bench) raw(ctx context.Context, queueType string, size, count int) (time.Duration, error) {
+//
+// With out != "", the consumer also does what any restore must: it writes
+// each body to the file out at its offset, and every 256 deliveries it
+// fsyncs and only then acks (segmq's defaults). That is the baseline of a
+// machine whose broker and restored file share one disk.
+func (b *bench) raw(ctx context.Context, queueType string, size, count int, out string) (time.Duration, error) {
 	q := b.queue("raw")
 	start := time.Now()
 	pub, err := amqp.DialConfig(b.url, amqp.Config{Properties: amqp.Table{"connection_name": "bench raw publisher"}})
@@ -51,12 +56,34 @@ func (b *bench) raw(ctx context.Context, queueType string, size, count int) (tim
 	if err != nil {
 		return 0, err
 	}
+	var f *os.File
+	ackEvery := b.o.rawAckEvery
+	if out != "" {
+		if f, err = os.Create(out); err != nil {
+			return 0, err
+		}
+		defer os.Remove(out)
+		defer f.Close()
+		ackEvery = 256
+	}
 	consumed := make(chan error, 1)
 	go func() {
 		n := 0
 		for d := range deliveries {
+			if f != nil {
+				if _, err := f.WriteAt(d.Body, int64(n)*int64(size)); err != nil {
+					consumed <- err
+					return
+				}
+			}
 			n++
-			if n%b.o.rawAckEvery == 0 || n == count {
+			if n%ackEvery == 0 || n == count {
+				if f != nil {
+					if err := f.Sync(); err != nil {
+						consumed <- err
+						return
+					}
+				}
 				if err := d.Ack(true); err != nil {
 					consumed <- err
 					return

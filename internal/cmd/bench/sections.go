@@ -15,6 +15,17 @@ func (b *bench) all(ctx context.Context) error {
 	b.started = time.Now()
 	o := b.o
 	b.logf("broker %s; work in %s", b.brokerVersion(), o.dir)
+	if o.sections == "raw" { // the baseline alone, e.g. to watch the broker's CPU
+		n := int((o.ratioSize + int64(o.mss) - 1) / int64(o.mss))
+		for _, out := range []string{"", b.path("raw.out")} {
+			d, err := b.raw(ctx, "classic", o.mss+8, n, out)
+			if err != nil {
+				return err
+			}
+			b.logf("raw (write %q): %d bodies of %d bytes in %s, %.1f MB/s", out, n, o.mss+8, d.Round(time.Millisecond), mbps(o.ratioSize, d))
+		}
+		return nil
+	}
 	bpr, err := b.bytesPerRow(ctx, "")
 	if err != nil {
 		return err
@@ -61,7 +72,7 @@ func (b *bench) all(ctx context.Context) error {
 			var raws, segs2 []float64
 			var pairs []string
 			for i := range qt.runs {
-				d, err := b.raw(ctx, qt.name, o.mss+8, segs(main.bytes, o.mss))
+				d, err := b.raw(ctx, qt.name, o.mss+8, segs(main.bytes, o.mss), "")
 				if err != nil {
 					return fmt.Errorf("raw %s: %w", qt.name, err)
 				}
@@ -129,7 +140,7 @@ func (b *bench) all(ctx context.Context) error {
 		}
 		t := table{cols: []string{"MSS", "segments", "raw MB/s", "segmq MB/s", "segmq / raw"}}
 		for _, mss := range o.sweep {
-			d, err := b.raw(ctx, "classic", mss+8, segs(s.bytes, mss))
+			d, err := b.raw(ctx, "classic", mss+8, segs(s.bytes, mss), "")
 			if err != nil {
 				os.Remove(s.path)
 				return err
