@@ -41,9 +41,11 @@ type options struct {
 	runs, quorumRuns           int
 	mss                        int
 	ratioSize, sweepSize       int64
+	compressSize               int64
 	rssSizes                   []int64
 	sweep                      []int
 	compress                   bool
+	linkRate                   int
 	sections                   string
 	profile                    bool
 	producerArgs, consumerArgs []string
@@ -94,8 +96,10 @@ func parse(args []string) (options, error) {
 	ratio := fs.String("ratio-size", "1GiB", "snapshot size for the raw/segmq ratio")
 	rss := fs.String("rss-sizes", "256MiB,1GiB,4GiB", "snapshot sizes for peak RSS")
 	sweepSize := fs.String("sweep-size", "256MiB", "snapshot size for the MSS sweep")
+	compressSize := fs.String("compress-size", "256MiB", "snapshot size for the compression section")
 	sweep := fs.String("sweep", "4KiB,16KiB,64KiB,128KiB,256KiB,1MiB", "MSS values to sweep (empty: skip)")
 	fs.BoolVar(&o.compress, "compress", true, "measure --compress zstd on generated and low-entropy snapshots")
+	fs.IntVar(&o.linkRate, "link-rate", 50e6, "bytes/s per direction of the shaped link in the compression section")
 	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,ratio,rss,sweep,compress (default all)")
 	fs.BoolVar(&o.profile, "profile", false, "one extra segmq run at -ratio-size with CPU and allocation profiles in -dir")
 	pa := fs.String("producer-args", "", "extra producer flags (space-separated), for tuning")
@@ -123,13 +127,14 @@ func parse(args []string) (options, error) {
 	}
 	o.ratioSize = single(parseSizes(*ratio))
 	o.sweepSize = single(parseSizes(*sweepSize))
+	o.compressSize = single(parseSizes(*compressSize))
 	o.rssSizes = parseSizes(*rss)
 	for _, n := range parseSizes(*sweep) {
 		o.sweep = append(o.sweep, int(n))
 	}
 	o.producerArgs, o.consumerArgs = strings.Fields(*pa), strings.Fields(*ca)
-	if err == nil && (o.ratioSize <= 0 || o.sweepSize <= 0) {
-		err = errors.New("-ratio-size and -sweep-size must be positive")
+	if err == nil && (o.ratioSize <= 0 || o.sweepSize <= 0 || o.compressSize <= 0) {
+		err = errors.New("-ratio-size, -sweep-size and -compress-size must be positive")
 	}
 	return o, err
 }

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/segmq/segmq/internal/tcpproxy"
 )
 
 // all runs every wanted section and writes the report.
@@ -59,9 +62,8 @@ func (b *bench) all(ctx context.Context) error {
 
 	// ratio: alternate raw and segmq.
 	var rssAtRatio [2]int64
-	var rawClassic float64
 	if o.want("ratio") {
-		t := table{cols: []string{"queue", "raw amqp091-go MB/s", "segmq MB/s", "segmq / raw", "runs (raw / segmq MB/s)"}}
+		t := table{cols: []string{"queue", "raw MB/s", "raw + write MB/s", "segmq MB/s", "segmq / raw", "segmq / (raw + write)", "runs (raw / raw + write / segmq)"}}
 		for _, qt := range []struct {
 			name string
 			runs int
@@ -69,34 +71,36 @@ func (b *bench) all(ctx context.Context) error {
 			if qt.runs == 0 {
 				continue
 			}
-			var raws, segs2 []float64
-			var pairs []string
+			var raws, writes, segs2 []float64
+			var runs []string
+			n := segs(main.bytes, o.mss)
 			for i := range qt.runs {
-				d, err := b.raw(ctx, qt.name, o.mss+8, segs(main.bytes, o.mss), "")
+				d, err := b.raw(ctx, qt.name, o.mss+8, n, "")
 				if err != nil {
 					return fmt.Errorf("raw %s: %w", qt.name, err)
+				}
+				dw, err := b.raw(ctx, qt.name, o.mss+8, n, b.path("raw.out"))
+				if err != nil {
+					return fmt.Errorf("raw + write %s: %w", qt.name, err)
 				}
 				r, err := b.e2e(ctx, main, qt.name, o.mss, nil, nil)
 				if err != nil {
 					return fmt.Errorf("segmq %s: %w", qt.name, err)
 				}
-				rw, sg := mbps(main.bytes, d), mbps(main.bytes, r.elapsed)
-				b.logf("%s run %d: raw %.1f MB/s, segmq %.1f MB/s (producer %d KiB, consumer %d KiB peak RSS)", qt.name, i+1, rw, sg, r.producerRSS, r.consumerRSS)
-				raws, segs2 = append(raws, rw), append(segs2, sg)
-				pairs = append(pairs, fmt.Sprintf("%.0f / %.0f", rw, sg))
+				rw, ww, sg := mbps(main.bytes, d), mbps(main.bytes, dw), mbps(main.bytes, r.elapsed)
+				b.logf("%s run %d: raw %.1f, raw + write %.1f, segmq %.1f MB/s (producer %d KiB, consumer %d KiB peak RSS)", qt.name, i+1, rw, ww, sg, r.producerRSS, r.consumerRSS)
+				raws, writes, segs2 = append(raws, rw), append(writes, ww), append(segs2, sg)
+				runs = append(runs, fmt.Sprintf("%.0f / %.0f / %.0f", rw, ww, sg))
 				if qt.name == "classic" {
 					rssAtRatio[0], rssAtRatio[1] = max(rssAtRatio[0], r.producerRSS), max(rssAtRatio[1], r.consumerRSS)
 				}
 			}
-			if qt.name == "classic" {
-				rawClassic = median(raws)
-			}
-			t.add(qt.name, fmt.Sprintf("%.1f", median(raws)), fmt.Sprintf("%.1f", median(segs2)),
-				fmt.Sprintf("**%.2f**", median(segs2)/median(raws)), strings.Join(pairs, ", "))
+			t.add(qt.name, fmt.Sprintf("%.1f", median(raws)), fmt.Sprintf("%.1f", median(writes)), fmt.Sprintf("%.1f", median(segs2)),
+				fmt.Sprintf("**%.2f**", median(segs2)/median(raws)), fmt.Sprintf("%.2f", median(segs2)/median(writes)), strings.Join(runs, "; "))
 		}
 		b.section("End to end against the broker's own limit",
-			fmt.Sprintf("%s snapshot (%d bytes), MSS %d; medians of alternating runs. Raw: one amqp091-go publisher (confirm window %d) and one consumer (prefetch %d, multiple ack every %d), %d persistent bodies of %d bytes on a fresh durable queue. segmq: the producer and consumer binaries with their defaults, from the start of both until the consumer has verified the SHA-256 and renamed the file.",
-				human(o.ratioSize), main.bytes, o.mss, o.rawWindow, o.rawPrefetch, o.rawAckEvery, segs(main.bytes, o.mss), o.mss+8), t)
+			fmt.Sprintf("%s snapshot (%d bytes), MSS %d, medians of %d alternating runs (quorum: %d). **raw**: one amqp091-go publisher (confirm window %d) and one consumer (prefetch %d, multiple ack every %d), %d persistent bodies of %d bytes on a fresh durable queue, both at once. **raw + write**: the same, but the consumer also writes each body to a file at its offset and, every 256 deliveries, fsyncs and then acks (what any restore must do; here the broker's message store and the file share one disk). **segmq**: the producer and consumer binaries with their defaults, from the start of both until the consumer has verified the SHA-256 and renamed the file.",
+				human(o.ratioSize), main.bytes, o.mss, o.runs, o.quorumRuns, o.rawWindow, o.rawPrefetch, o.rawAckEvery, segs(main.bytes, o.mss), o.mss+8), t)
 	}
 
 	if o.profile {
@@ -158,34 +162,54 @@ func (b *bench) all(ctx context.Context) error {
 		b.section("MSS sweep", fmt.Sprintf("%s snapshot, classic queue, one run each. The broker's frame_max is 128 KiB: larger bodies travel as several frames. Its max_message_size (16 MiB on 4.x, 128 MiB on 3.x) bounds --mss.", human(o.sweepSize)), t)
 	}
 
-	// compress: effective (uncompressed) MB/s with and without zstd.
+	// compress: effective (uncompressed) MB/s with and without zstd, on
+	// loopback and through a link shaped by a proxy.
 	if o.want("compress") && o.compress {
-		t := table{cols: []string{"snapshot", "--compress", "bytes on the wire", "wire / file", "effective MB/s", "vs raw broker"}}
-		low, err := b.sized(ctx, "low.snap", o.ratioSize, mustBPR(b.bytesPerRow(ctx, "low-entropy")), "low-entropy")
+		t := table{cols: []string{"link", "snapshot", "--compress", "bytes on the wire", "wire / file", "effective MB/s", "raw broker MB/s on this link"}}
+		gen, err := b.sized(ctx, "compress.snap", o.compressSize, bpr, "")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(gen.path)
+		low, err := b.sized(ctx, "low.snap", o.compressSize, mustBPR(b.bytesPerRow(ctx, "low-entropy")), "low-entropy")
 		if err != nil {
 			return err
 		}
 		defer os.Remove(low.path)
-		for _, in := range []struct {
-			name string
-			s    snapshot
-		}{{"generated", main}, {"low-entropy", low}} {
-			for _, c := range []string{"none", "zstd"} {
-				r, err := b.e2e(ctx, in.s, "classic", o.mss, []string{"--compress", c}, nil)
+		n := segs(gen.bytes, o.mss)
+		for _, link := range []int{0, o.linkRate} {
+			name := "loopback"
+			if link > 0 {
+				name = fmt.Sprintf("shaped, nominal %d MB/s", link/1e6)
+			}
+			err := b.viaLink(link, func() error {
+				d, err := b.raw(ctx, "classic", o.mss+8, n, "")
 				if err != nil {
 					return err
 				}
-				eff := mbps(in.s.bytes, r.elapsed)
-				vs := "–"
-				if rawClassic > 0 {
-					vs = fmt.Sprintf("%.2f×", eff/rawClassic)
+				rawRate := mbps(gen.bytes, d)
+				for _, in := range []struct {
+					name string
+					s    snapshot
+				}{{"generated", gen}, {"low-entropy", low}} {
+					for _, c := range []string{"none", "zstd"} {
+						r, err := b.e2e(ctx, in.s, "classic", o.mss, []string{"--compress", c}, nil)
+						if err != nil {
+							return err
+						}
+						eff := mbps(in.s.bytes, r.elapsed)
+						b.logf("compress %s %s %s: %.1f MB/s effective, %d wire bytes; raw %.1f MB/s", name, in.name, c, eff, r.wireBytes, rawRate)
+						t.add(name, fmt.Sprintf("%s, %s", in.name, human(o.compressSize)), c, fmt.Sprint(r.wireBytes),
+							fmt.Sprintf("%.2f", float64(r.wireBytes)/float64(in.s.bytes)), fmt.Sprintf("%.1f", eff), fmt.Sprintf("%.1f", rawRate))
+					}
 				}
-				b.logf("compress %s %s: %.1f MB/s effective, %d wire bytes", in.name, c, eff, r.wireBytes)
-				t.add(fmt.Sprintf("%s, %s", in.name, human(o.ratioSize)), c, fmt.Sprint(r.wireBytes),
-					fmt.Sprintf("%.2f", float64(r.wireBytes)/float64(in.s.bytes)), fmt.Sprintf("%.1f", eff), vs)
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 		}
-		b.section("Compression", "`producer --compress zstd`, classic queue, MSS 65536, one run each. Effective MB/s is snapshot bytes over wall time; \"vs raw broker\" divides it by the raw classic median above. Bytes on the wire are payloads as published (the producer's count).", t)
+		b.section("Compression", "`producer --compress zstd` (fastest level, one frame per payload), classic queue, MSS 65536, one run each. Effective MB/s is snapshot bytes over wall time. Bytes on the wire are payloads as published. The shaped link is our TCP proxy between each client and the broker, limiting each direction of each connection as a slow network between the hosts would (it sleeps after each 32 KiB, so the real rate is below the nominal one: the raw column is the measured ceiling); the raw baseline runs through the same link.", t)
 	}
 	return b.write()
 }
@@ -195,6 +219,29 @@ func mustBPR(v float64, err error) float64 {
 		panic(err)
 	}
 	return v
+}
+
+// viaLink runs f with the clients connected through a proxy that limits
+// each direction of each connection to rate bytes/s (0: direct).
+func (b *bench) viaLink(rate int, f func() error) error {
+	if rate == 0 {
+		return f()
+	}
+	u, err := url.Parse(b.url)
+	if err != nil {
+		return err
+	}
+	p, err := tcpproxy.New(u.Host)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	p.SetRate(rate)
+	orig := b.url
+	u.Host = p.Addr
+	b.url = u.String()
+	defer func() { b.url = orig }()
+	return f()
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
