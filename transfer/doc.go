@@ -11,20 +11,26 @@
 //	segmq-size      int64   file size in bytes
 //	segmq-crc32c    int64   CRC-32C (Castagnoli) of this segment's payload
 //	segmq-sha256    string  hex SHA-256 of the whole file (on the last segment)
+//	segmq-encoding  string  "zstd" when the payload is one zstd frame
 //
 // plus delivery mode persistent, content type application/octet-stream and
 // message id "<transfer>/<seq>".
 //
-// Send: file ─► Check (framing walk) ─► Splitter ─► CRC, SHA-256 ─►
-// publish (mandatory, persistent) ─► confirm window (bounded; a nack is
-// republished) ─► summary.
+// Send: file ─► Check (framing walk) ─► read-ahead goroutine: Splitter
+// into a ring of reused buffers, SHA-256 of the file and CRC-32C of each
+// payload, once per byte (and zstd, with --compress) ─► publisher: publish
+// (mandatory, persistent) ─► confirm window (bounded; a nack is
+// republished) ─► summary. Hashing overlaps the wait for confirms.
 //
 // Receive: deliveries ─► headers and body checked (bad: nack without
 // requeue ─► dead-letter queue, with a log line) ─► other transfer: nack
-// with requeue, paced ─► Assembler.Add writes the payload at seq×MSS in
-// <out>.part ─► every FsyncEvery segments or FsyncInterval: fsync .part,
-// save the received set to <out>.part.state, then ack ─► complete: size and
-// SHA-256 checked, rename to <out>.
+// with requeue, paced ─► zstd decoded if so marked ─► Assembler.Add writes
+// the payload at seq×MSS in <out>.part ─► hasher goroutine: SHA-256 of the
+// contiguous prefix as it grows (payloads from memory; segments placed
+// ahead of a gap read back once) ─► every FsyncEvery segments or
+// FsyncInterval: fsync .part, save the received set to <out>.part.state,
+// then ack ─► complete: cancel the consumer and settle what the broker
+// had already sent, check size and SHA-256, rename to <out>.
 //
 // Segments the reorder window cannot take yet are parked (held unacked)
 // and retried after progress; when the parking lot is full the oldest is

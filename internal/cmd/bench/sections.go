@@ -129,7 +129,7 @@ func (b *bench) all(ctx context.Context) error {
 			b.logf("rss %s: %.1f MB/s, producer %d KiB, consumer %d KiB", human(size), mbps(s.bytes, r.elapsed), r.producerRSS, r.consumerRSS)
 			t.add(human(size), fmt.Sprint(s.bytes), fmt.Sprintf("%.1f", mbps(s.bytes, r.elapsed)), mib(r.producerRSS), mib(r.consumerRSS))
 		}
-		note := "Producer and consumer running together, classic queue, MSS 65536; peak RSS from getrusage(2) of each process."
+		note := "Producer and consumer running together, classic queue, MSS 65536; peak RSS is VmHWM of each process, sampled every 10 ms."
 		if rssAtRatio[0] > 0 {
 			note += fmt.Sprintf(" Over the %d classic ratio runs above, the highest peaks were %s (producer) and %s (consumer).", o.runs, mib(rssAtRatio[0]), mib(rssAtRatio[1]))
 		}
