@@ -88,3 +88,16 @@ func TestProducerConsumerCLI(t *testing.T) {
 		t.Fatal("output differs from input")
 	}
 }
+
+// TestDefaultProcs: one P unless $GOMAXPROCS asks for more (see
+// defaultProcs for the measurement behind it).
+func TestDefaultProcs(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	if n := defaultProcs(); n != 1 {
+		t.Fatalf("defaultProcs() = %d without $GOMAXPROCS, want 1", n)
+	}
+	t.Setenv("GOMAXPROCS", "3")
+	if n := defaultProcs(); n != 3 {
+		t.Fatalf("defaultProcs() = %d with GOMAXPROCS=3, want 3", n)
+	}
+}

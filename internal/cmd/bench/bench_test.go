@@ -43,6 +43,11 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("results lack %q:\n%s", want, got)
 		}
 	}
+	// Peak RSS comes from sampling VmHWM: a zero would mean the sampler
+	// never saw the process.
+	if strings.Contains(string(got), "| 0.0 MiB") || !strings.Contains(string(got), " MiB |") {
+		t.Errorf("peak RSS missing or zero:\n%s", got)
+	}
 	md, _ := os.ReadFile(readme)
 	if s := string(md); strings.Contains(s, "old figures") || !strings.Contains(s, "before\n"+beginMark) ||
 		!strings.HasSuffix(s, endMark+"\nafter\n") || !strings.Contains(s, "#### End to end") {

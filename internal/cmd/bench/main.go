@@ -100,7 +100,7 @@ func parse(args []string) (options, error) {
 	sweep := fs.String("sweep", "4KiB,16KiB,64KiB,128KiB,256KiB,1MiB", "MSS values to sweep (empty: skip)")
 	fs.BoolVar(&o.compress, "compress", true, "measure --compress zstd on generated and low-entropy snapshots")
 	fs.IntVar(&o.linkRate, "link-rate", 50e6, "bytes/s per direction of the shaped link in the compression section")
-	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,ratio,rss,sweep,compress (default all)")
+	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,ratio,rss,sweep,compress (default all); raw alone runs only the two baselines once, to watch the broker")
 	fs.BoolVar(&o.profile, "profile", false, "one extra segmq run at -ratio-size with CPU and allocation profiles in -dir")
 	pa := fs.String("producer-args", "", "extra producer flags (space-separated), for tuning")
 	ca := fs.String("consumer-args", "", "extra consumer flags (space-separated), for tuning")

@@ -171,7 +171,11 @@ func (b *bench) all(ctx context.Context) error {
 			return err
 		}
 		defer os.Remove(gen.path)
-		low, err := b.sized(ctx, "low.snap", o.compressSize, mustBPR(b.bytesPerRow(ctx, "low-entropy")), "low-entropy")
+		lowBPR, err := b.bytesPerRow(ctx, "low-entropy")
+		if err != nil {
+			return err
+		}
+		low, err := b.sized(ctx, "low.snap", o.compressSize, lowBPR, "low-entropy")
 		if err != nil {
 			return err
 		}
@@ -212,13 +216,6 @@ func (b *bench) all(ctx context.Context) error {
 		b.section("Compression", "`producer --compress zstd` (fastest level, one frame per payload), classic queue, MSS 65536, one run each. Effective MB/s is snapshot bytes over wall time. Bytes on the wire are payloads as published. The shaped link is our TCP proxy between each client and the broker, limiting each direction of each connection as a slow network between the hosts would (it sleeps after each 32 KiB, so the real rate is below the nominal one: the raw column is the measured ceiling); the raw baseline runs through the same link.", t)
 	}
 	return b.write()
-}
-
-func mustBPR(v float64, err error) float64 {
-	if err != nil {
-		panic(err)
-	}
-	return v
 }
 
 // viaLink runs f with the clients connected through a proxy that limits
