@@ -51,11 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return cli.Usagef("--window too large")
 	}
 	runtime.GOMAXPROCS(*procs)
-	dial, err := bf.Dial("segmq consumer")
-	if err != nil {
-		return err
-	}
-	topo, err := bf.Topology()
+	dial, topo, err := bf.Resolve("segmq consumer")
 	if err != nil {
 		return err
 	}

@@ -45,11 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if *window < 1 {
 		return cli.Usagef("--confirm-window must be >= 1, got %d", *window)
 	}
-	dial, err := bf.Dial("segmq producer")
-	if err != nil {
-		return err
-	}
-	topo, err := bf.Topology()
+	dial, topo, err := bf.Resolve("segmq producer")
 	if err != nil {
 		return err
 	}

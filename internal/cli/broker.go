@@ -58,3 +58,14 @@ func (b *BrokerFlags) Topology() (rabbit.Topology, error) {
 	}
 	return t, nil
 }
+
+// Resolve returns the dial config and the topology: what producer and
+// consumer both need before they start.
+func (b *BrokerFlags) Resolve(name string) (rabbit.DialConfig, rabbit.Topology, error) {
+	dial, err := b.Dial(name)
+	if err != nil {
+		return dial, rabbit.Topology{}, err
+	}
+	topo, err := b.Topology()
+	return dial, topo, err
+}
