@@ -8,11 +8,6 @@ import (
 	"math/bits"
 )
 
-// DefaultMaxTotal bounds the number of segments an Assembler accepts when
-// Config.MaxTotal is 0: 2^27 segments, a 16 MiB received set, 8 TiB at the
-// default MSS of 64 KiB. A forged total can never allocate more.
-const DefaultMaxTotal = 1 << 27
-
 // Config configures an Assembler. The zero value of every field means
 // "learn it from the segments" or "no limit", as documented per field.
 type Config struct {
@@ -31,7 +26,8 @@ type Config struct {
 	// answered NotYet. 0 means the whole transfer (never NotYet for
 	// reasons of order).
 	Window uint32
-	// MaxTotal bounds Total; 0 means DefaultMaxTotal.
+	// MaxTotal bounds Total; 0 means MaxTotal, so a forged total can
+	// never allocate more than a 16 MiB received set.
 	MaxTotal uint32
 }
 
@@ -58,7 +54,7 @@ func (c Config) Validate() error {
 
 func (c Config) maxTotal() uint32 {
 	if c.MaxTotal == 0 {
-		return DefaultMaxTotal
+		return MaxTotal
 	}
 	return c.MaxTotal
 }
@@ -158,38 +154,65 @@ func (a *Assembler) reject(h Header, n int, err error, detail string) (Outcome, 
 	return 0, &SegmentError{Header: h, PayloadLen: n, Err: err, Detail: detail}
 }
 
+// check is every rule a segment must meet to be placed, given what the
+// Assembler knows (MSS, total, size). It changes nothing.
+func (a *Assembler) check(h Header, n int) error {
+	if err := h.Valid(); err != nil {
+		return &SegmentError{Header: h, PayloadLen: n, Err: err}
+	}
+	total := a.total
+	if total == 0 {
+		if max := a.cfg.maxTotal(); h.Total > max {
+			return &SegmentError{Header: h, PayloadLen: n, Err: ErrTotalTooLarge, Detail: fmt.Sprintf("limit %d", max)}
+		}
+		if a.sizeKnwn && !totalFits(a.size, a.mss, h.Total) {
+			return &SegmentError{Header: h, PayloadLen: n, Err: ErrTotalMismatch, Detail: fmt.Sprintf("size %d at MSS %d", a.size, a.mss)}
+		}
+		total = h.Total
+	} else if h.Total != total {
+		return &SegmentError{Header: h, PayloadLen: n, Err: ErrTotalMismatch, Detail: fmt.Sprintf("transfer has total %d", total)}
+	}
+	last := h.Seq == total-1
+	if a.mss != 0 && n > a.mss {
+		return &SegmentError{Header: h, PayloadLen: n, Err: ErrPayloadTooLarge, Detail: fmt.Sprintf("MSS %d", a.mss)}
+	}
+	if a.mss != 0 && !last && n != a.mss {
+		return &SegmentError{Header: h, PayloadLen: n, Err: ErrShortPayload, Detail: fmt.Sprintf("MSS %d", a.mss)}
+	}
+	if last && a.sizeKnwn {
+		if want := a.size - int64(total-1)*int64(a.mss); int64(n) != want {
+			return &SegmentError{Header: h, PayloadLen: n, Err: ErrSizeMismatch, Detail: fmt.Sprintf("size %d needs a last payload of %d bytes", a.size, want)}
+		}
+	}
+	return nil
+}
+
+// CheckShape applies the Assembler's rules to one segment of a transfer
+// whose MSS and size are declared (segmq's headers), without an
+// Assembler: total within MaxTotal and consistent with size and MSS, seq
+// below total, every payload but the last exactly MSS bytes, the last
+// exactly what the size leaves. It returns a *SegmentError or nil.
+func CheckShape(h Header, payloadLen, mss int, size int64) error {
+	if mss < 1 || size < 0 {
+		return &SegmentError{Header: h, PayloadLen: payloadLen, Err: ErrBadMSS, Detail: fmt.Sprintf("mss %d size %d", mss, size)}
+	}
+	a := Assembler{mss: mss, size: size, sizeKnwn: true}
+	return a.check(h, payloadLen)
+}
+
 // Add offers one segment. It returns Placed, Duplicate or NotYet, or a
 // *SegmentError for a segment that can never be placed (the caller should
 // dead-letter it), or an I/O error from the WriterAt (the segment was not
 // recorded; the caller may offer it again).
 func (a *Assembler) Add(h Header, payload []byte) (Outcome, error) {
 	n := len(payload)
-	if err := h.Valid(); err != nil {
-		return a.reject(h, n, err, "")
+	if err := a.check(h, n); err != nil {
+		return 0, err
 	}
 	if a.total == 0 {
-		if max := a.cfg.maxTotal(); h.Total > max {
-			return a.reject(h, n, ErrTotalTooLarge, fmt.Sprintf("limit %d", max))
-		}
-		if a.sizeKnwn && !totalFits(a.size, a.mss, h.Total) {
-			return a.reject(h, n, ErrTotalMismatch, fmt.Sprintf("size %d at MSS %d", a.size, a.mss))
-		}
 		a.setTotal(h.Total)
-	} else if h.Total != a.total {
-		return a.reject(h, n, ErrTotalMismatch, fmt.Sprintf("transfer has total %d", a.total))
 	}
 	last := h.Seq == a.total-1
-	if a.mss != 0 && n > a.mss {
-		return a.reject(h, n, ErrPayloadTooLarge, fmt.Sprintf("MSS %d", a.mss))
-	}
-	if a.mss != 0 && !last && n != a.mss {
-		return a.reject(h, n, ErrShortPayload, fmt.Sprintf("MSS %d", a.mss))
-	}
-	if last && a.sizeKnwn {
-		if want := a.size - int64(a.total-1)*int64(a.mss); int64(n) != want {
-			return a.reject(h, n, ErrSizeMismatch, fmt.Sprintf("size %d needs a last payload of %d bytes", a.size, want))
-		}
-	}
 	if a.has(h.Seq) {
 		return Duplicate, nil
 	}
@@ -251,6 +274,65 @@ func (a *Assembler) Missing(dst []uint32, max int) []uint32 {
 		}
 	}
 	return dst
+}
+
+// Run is a run of consecutive segments: seqs First .. First+N-1.
+type Run struct{ First, N uint32 }
+
+// Facts are what an Assembler knows of its transfer: the MSS, the total
+// and the size, each 0 (size: SizeKnown false) while unknown.
+type Facts struct {
+	MSS       int
+	Total     uint32
+	Size      int64
+	SizeKnown bool
+}
+
+// Facts returns what the Assembler has learnt so far.
+func (a *Assembler) Facts() Facts {
+	return Facts{MSS: a.mss, Total: a.total, Size: a.size, SizeKnown: a.sizeKnwn}
+}
+
+// Replay records runs of segments as received, without writing anything,
+// together with the facts an earlier Assembler had learnt when it placed
+// them. It is how a saved journal of placements is applied on resume.
+// Facts must agree with what this Assembler knows; runs must lie within
+// the total.
+func (a *Assembler) Replay(f Facts, runs []Run) error {
+	switch {
+	case f.MSS < 0 || (a.mss != 0 && f.MSS != 0 && f.MSS != a.mss):
+		return fmt.Errorf("%w: saved MSS %d, transfer MSS %d", ErrBadState, f.MSS, a.mss)
+	case a.total != 0 && f.Total != 0 && f.Total != a.total:
+		return fmt.Errorf("%w: saved total %d, transfer total %d", ErrBadState, f.Total, a.total)
+	case f.Total > a.cfg.maxTotal():
+		return fmt.Errorf("%w: saved total %d over the limit", ErrBadState, f.Total)
+	case a.sizeKnwn && f.SizeKnown && f.Size != a.size:
+		return fmt.Errorf("%w: saved size %d, transfer size %d", ErrBadState, f.Size, a.size)
+	}
+	if a.total == 0 && f.Total != 0 {
+		a.setTotal(f.Total)
+	}
+	if a.mss == 0 {
+		a.mss = f.MSS
+	}
+	if !a.sizeKnwn && f.SizeKnown {
+		a.size, a.sizeKnwn = f.Size, true
+	}
+	for _, r := range runs {
+		if uint64(r.First)+uint64(r.N) > uint64(a.total) {
+			return fmt.Errorf("%w: run %d+%d outside total %d", ErrBadState, r.First, r.N, a.total)
+		}
+		for seq := r.First; seq < r.First+r.N; seq++ {
+			if !a.has(seq) {
+				a.mark(seq)
+				a.count++
+			}
+		}
+	}
+	for a.next < a.total && a.has(a.next) {
+		a.next++
+	}
+	return nil
 }
 
 // Saved received sets start with this magic, then a version byte.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 )
 
 // HeaderSize is the size of the segment header in bytes.
@@ -74,8 +73,23 @@ func Decode(body []byte) (Header, []byte, error) {
 	return h, body[HeaderSize:], nil
 }
 
+// Limits shared by both ends of a transfer. The producer refuses, before
+// its first publish, a file it could only send past them; the consumer
+// dead-letters a segment whose headers claim more. One set, so a transfer
+// the producer sends is one the consumer can take.
+const (
+	// MaxTotal bounds the segments of one transfer: 2^27 segments is a
+	// 16 MiB received set, 8 TiB at the default MSS of 64 KiB.
+	MaxTotal = 1 << 27
+	// MaxMSS bounds a payload so that a whole message (header, payload
+	// and properties) fits RabbitMQ 4's default max_message_size of
+	// 16 MiB. It also bounds what one segment makes the consumer allocate.
+	MaxMSS = 16<<20 - HeaderSize - 64<<10
+)
+
 // Count returns the number of segments segmq's splitter makes of a file of
-// size bytes: ceil(size/mss), and 1 for an empty file.
+// size bytes: ceil(size/mss), and 1 for an empty file. It fails when that
+// is more than MaxTotal.
 func Count(size int64, mss int) (uint32, error) {
 	if mss < 1 {
 		return 0, ErrBadMSS
@@ -87,9 +101,9 @@ func Count(size int64, mss int) (uint32, error) {
 		return 1, nil
 	}
 	n := (size + int64(mss) - 1) / int64(mss)
-	if n > math.MaxUint32 {
-		return 0, fmt.Errorf("%w: %d bytes at MSS %d need %d segments (max %d); raise the MSS",
-			ErrTotalTooLarge, size, mss, n, uint32(math.MaxUint32))
+	if n > MaxTotal {
+		return 0, fmt.Errorf("%w: %d bytes at MSS %d need %d segments (max %d); use an MSS of at least %d",
+			ErrTotalTooLarge, size, mss, n, MaxTotal, (size+MaxTotal-1)/MaxTotal)
 	}
 	return uint32(n), nil
 }

@@ -43,7 +43,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	records := fs.Int64("records", -1, "number of rows to generate (required)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "encoder goroutines; the bytes do not depend on it")
 	seed := fs.Uint64("seed", 1, "seed; the same seed gives the same bytes")
-	out := fs.String("out", "", "output file (required); written to FILE.tmp and renamed when complete")
+	out := fs.String("out", "", "output file (required); written to a temporary file beside it and renamed when complete")
 	profile := fs.String("profile", "default", "row contents: default, or low-entropy (repetitive rows, for measuring compression)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err

@@ -9,13 +9,19 @@ import (
 	"path/filepath"
 )
 
-// WriteAtomic calls fill with a new file at path+".tmp", then fsyncs it,
-// renames it to path and fsyncs the directory. On any error the temporary
-// file is removed and path is untouched.
+// WriteAtomic calls fill with a new temporary file beside path (a unique
+// name, so two writers never share one), then fsyncs it, renames it to
+// path and fsyncs the directory. On any error the temporary file is
+// removed and path is untouched.
 func WriteAtomic(path string, fill func(*os.File) error) (err error) {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	if err = f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	defer func() {
