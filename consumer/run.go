@@ -20,9 +20,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	out := fs.String("out", "", "where the verified file goes (required); work happens in OUT.part")
 	window := fs.Uint("window", 0, "reorder window in segments; 0 = the whole transfer, 1 = strict in-order")
 	timeout := fs.Duration("timeout", 0, "give up when no segment arrives for this long (e.g. 30s); 0 = wait for ever")
-	prefetch := fs.Int("prefetch", transfer.DefaultPrefetch, "unacknowledged deliveries the broker may send ahead")
-	ackEvery := fs.Int("ack-every", transfer.DefaultFsyncEvery, "placed segments per batch: fsync the .part, save its state, then ack the batch")
-	ackInterval := fs.Duration("ack-interval", transfer.DefaultFsyncInterval, "longest a placed segment waits for its batch's fsync and ack")
+	prefetch := fs.Int("prefetch", transfer.DefaultPrefetch, fmt.Sprintf("unacknowledged deliveries the broker may send ahead (1..%d)", transfer.MaxPrefetch))
+	ackEvery := fs.Int("ack-every", transfer.DefaultAckEvery, "placed segments per batch: fsync the .part, journal them, then ack the batch (a batch also ends when the prefetch is full)")
+	ackInterval := fs.Duration("ack-interval", transfer.DefaultAckInterval, "longest a placed segment waits for its batch's fsync and ack")
+	maxMSS := fs.Int("max-mss", transfer.MaxMSS, "refuse (dead-letter) segments whose headers claim a larger MSS; bounds the memory one segment can claim")
 	procs := fs.Int("procs", defaultProcs(), "CPUs running Go code (GOMAXPROCS; default 1 unless $GOMAXPROCS is set). One covers one queue's rate; more let the garbage collector's idle workers take CPU a co-located broker needs")
 	id := fs.String("transfer", "", "take only this transfer id (default: the first that arrives)")
 	restart := fs.Bool("restart", false, "discard OUT.part and its state instead of resuming")
@@ -37,8 +38,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))
 	case *out == "":
 		return cli.Usagef("--out is required")
-	case *prefetch < 1:
-		return cli.Usagef("--prefetch must be >= 1, got %d", *prefetch)
+	case *prefetch < 1 || *prefetch > transfer.MaxPrefetch:
+		return cli.Usagef("--prefetch must be between 1 and %d (AMQP's limit), got %d", transfer.MaxPrefetch, *prefetch)
+	case *maxMSS < 1 || *maxMSS > transfer.MaxMSS:
+		return cli.Usagef("--max-mss must be between 1 and %d, got %d", transfer.MaxMSS, *maxMSS)
 	case *ackEvery < 1:
 		return cli.Usagef("--ack-every must be >= 1, got %d", *ackEvery)
 	case *ackInterval <= 0:
@@ -63,8 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	log := cli.Logger(stderr, *verbose)
 	prog := cli.NewProgress(stderr, log, "received", 0)
 	res, err := transfer.Receive(ctx, transfer.ReceiveConfig{
-		Dial: dial, Topology: topo, Out: *out, Window: uint32(*window), Prefetch: *prefetch,
-		Timeout: *timeout, Transfer: *id, FsyncEvery: *ackEvery, FsyncInterval: *ackInterval, Restart: *restart, Log: log,
+		Dial: dial, Topology: topo, Out: *out, ReorderWindow: uint32(*window), Prefetch: *prefetch, MaxMSS: *maxMSS,
+		Timeout: *timeout, Transfer: *id, AckEvery: *ackEvery, AckInterval: *ackInterval, Restart: *restart, Log: log,
 		Progress: func(n, total int64) { prog.Set(n) },
 	})
 	prog.Done()
@@ -75,9 +78,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if !res.Verified {
 		check = "seed-format transfer, no digest to verify"
 	}
-	fmt.Fprintf(stdout, "received transfer %s: %d segments, %d bytes in %s (%s), %s; duplicates %d, requeued %d, dead-lettered %d, resumed %d, reconnects %d; sha256 %s -> %s\n",
+	fmt.Fprintf(stdout, "received transfer %s: %d segments, %d bytes in %s (%s), %s; duplicates %d, set aside %d, requeued %d, dead-lettered %d, resumed %d, reconnects %d; sha256 %s -> %s\n",
 		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), check,
-		res.Duplicates, res.Requeued, res.DeadLettered, res.Resumed, res.Reconnects, res.SHA256, *out)
+		res.Duplicates, res.SetAside, res.Requeued, res.DeadLettered, res.Resumed, res.Reconnects, res.SHA256, *out)
 	return nil
 }
 

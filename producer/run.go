@@ -17,7 +17,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	bf.Register(fs)
 	in := fs.String("in", "db.bin", "snapshot file to send")
 	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8)")
-	window := fs.Int("confirm-window", transfer.DefaultWindow, "publishes awaiting broker confirmation")
+	window := fs.Int("confirm-window", transfer.DefaultConfirmWindow, "publishes awaiting broker confirmation")
 	compress := fs.String("compress", "none", "pack each payload: none, or zstd (the consumer decodes; offsets, size and SHA-256 stay those of the file)")
 	raw := fs.Bool("raw", false, "send any file, not only a complete snapshot")
 	id := fs.String("transfer", "", "transfer id (default: a new random id)")
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	prog := cli.NewProgress(stderr, log, "published", size)
 	res, err := transfer.Send(ctx, *in, transfer.SendConfig{
-		Dial: dial, Topology: topo, MSS: *mss, Window: *window, Transfer: *id, Raw: *raw, Compress: *compress,
+		Dial: dial, Topology: topo, MSS: *mss, ConfirmWindow: *window, Transfer: *id, Raw: *raw, Compress: *compress,
 		Resume: *resume, State: *state, Timeout: *timeout,
 		Log: log, Progress: prog.Set,
 	})

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"fmt"
 	"hash"
 	"hash/crc32"
 
@@ -33,7 +34,8 @@ type block struct {
 	slot   *slot  // the ring buffers body lives in; give them back with release
 	packed bool   // the payload is a zstd frame
 	plain  int    // payload bytes before packing
-	crc    uint32
+	crc    uint32 // CRC-32C of the payload as sent
+	rawCRC uint32 // CRC-32C of the payload as read
 	sum    string // the file's SHA-256, on the last segment only
 	err    error
 }
@@ -48,10 +50,13 @@ type readAhead struct {
 	zstd   *zstd.Encoder // nil: no compression
 }
 
-// startReadAhead reads segments [from, total) of split. sha holds the
-// hash of the payloads before from; the stage owns it from now on.
-// With compress, payloads are packed with zstd.
-func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, compress bool) (*readAhead, error) {
+// startReadAhead reads segments [from, total) of split. sha and fold hold
+// the SHA-256 and CRC fold of the payloads before from; the stage owns
+// them from now on. The last segment carries the SHA-256 only if the fold
+// of every payload read equals wantFold (the input's fold when it was
+// checked); otherwise it is an ErrInputChanged error. With compress,
+// payloads are packed with zstd.
+func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string, compress bool) (*readAhead, error) {
 	depth := min(max(readAheadBytes/(segment.HeaderSize+split.MSS()), 2), 64)
 	ra := &readAhead{blocks: make(chan block, depth), free: make(chan *slot, depth),
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -72,7 +77,7 @@ func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, compres
 		}
 		ra.free <- sl
 	}
-	go ra.run(split, from, sha)
+	go ra.run(split, from, sha, fold, wantFold)
 	return ra, nil
 }
 
@@ -85,7 +90,7 @@ func zstdWindow(mss int) int {
 	return w
 }
 
-func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash) {
+func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string) {
 	defer close(ra.done)
 	defer close(ra.blocks)
 	total := split.Total()
@@ -102,8 +107,15 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash) {
 			payload := b.body[segment.HeaderSize:]
 			b.plain = len(payload)
 			sha.Write(payload)
+			b.rawCRC = crc32.Checksum(payload, castagnoli)
+			b.crc = b.rawCRC
+			fold.add(b.rawCRC)
 			if seq == total-1 {
-				b.sum = hashHex(sha)
+				if got := fold.sum(); got != wantFold {
+					b.err = fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
+				} else {
+					b.sum = hashHex(sha)
+				}
 			}
 			if ra.zstd != nil && len(payload) > 0 {
 				packed := ra.zstd.EncodeAll(payload, append(sl.packed[:0], b.body[:segment.HeaderSize]...))
@@ -112,7 +124,9 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash) {
 				}
 				sl.packed = packed[:0] // keep a grown buffer
 			}
-			b.crc = crc32.Checksum(b.body[segment.HeaderSize:], castagnoli)
+			if b.packed {
+				b.crc = crc32.Checksum(b.body[segment.HeaderSize:], castagnoli)
+			}
 		}
 		select {
 		case ra.blocks <- b:

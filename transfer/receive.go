@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"os"
 	"sync"
@@ -14,16 +13,19 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/segmq/segmq/internal/fsutil"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
 )
 
 // Defaults for ReceiveConfig.
 const (
-	DefaultPrefetch      = 256
-	DefaultFsyncEvery    = 256
-	DefaultFsyncInterval = 250 * time.Millisecond
+	DefaultPrefetch    = 256
+	DefaultAckEvery    = 256
+	DefaultAckInterval = 250 * time.Millisecond
+	// MaxPrefetch is the largest prefetch AMQP 0-9-1 can express (a
+	// 16-bit field; amqp091-go would silently truncate a larger one, and
+	// 65536 would become 0, which means unlimited).
+	MaxPrefetch = 65535
 )
 
 // ReceiveConfig configures Receive. Zero values are documented per field.
@@ -31,22 +33,33 @@ type ReceiveConfig struct {
 	Dial     rabbit.DialConfig
 	Topology rabbit.Topology
 	Out      string // final path; work happens in Out+".part"; required
-	// Window is the reorder window in segments; 0 means the whole
-	// transfer. 1 is strict in-order (the seed's behaviour).
-	Window   uint32
-	Prefetch int // unacked deliveries; 0 means DefaultPrefetch
+	// ReorderWindow is how far ahead of the first missing segment a
+	// segment may be placed; 0 means the whole transfer. 1 is strict
+	// in-order (the seed's behaviour). Segments beyond it are held, and
+	// moved to the queue's tail when too many are held.
+	ReorderWindow uint32
+	Prefetch      int // unacked deliveries, 1..MaxPrefetch; 0 means DefaultPrefetch
 	// Timeout ends the run when no segment has been placed for this long;
 	// 0 means wait for ever. The .part and its state are kept.
 	Timeout time.Duration
-	// Transfer selects a transfer id; "" takes the first one that arrives
-	// (or resumes the one in the .part state).
+	// Transfer selects a transfer id; "" takes the first one whose
+	// segment is accepted (or resumes the one in the .part state).
 	Transfer string
 	// Restart discards an existing .part and state instead of resuming.
-	Restart       bool
-	FsyncEvery    int           // segments between fsync+ack; 0 means DefaultFsyncEvery
-	FsyncInterval time.Duration // longest wait before fsync+ack; 0 means DefaultFsyncInterval
-	Log           *slog.Logger
-	Progress      func(bytes int64, total int64)
+	Restart bool
+	// AckEvery is how many placed segments make a batch: fsync the .part,
+	// append to its journal, then ack; 0 means DefaultAckEvery. A batch
+	// is also flushed when the unacked deliveries reach the prefetch.
+	AckEvery int
+	// AckInterval is the longest a placed segment waits for its batch;
+	// 0 means DefaultAckInterval.
+	AckInterval time.Duration
+	// MaxMSS bounds the MSS a message's headers may claim (and so what
+	// one segment makes the consumer allocate); 0 means segment.MaxMSS,
+	// the producer's own limit.
+	MaxMSS   int
+	Log      *slog.Logger
+	Progress func(bytes int64, total int64)
 }
 
 // Validate says what is wrong with c.
@@ -54,10 +67,16 @@ func (c ReceiveConfig) Validate() error {
 	switch {
 	case c.Out == "":
 		return errors.New("--out is required")
-	case c.Prefetch < 0:
-		return fmt.Errorf("--prefetch must be >= 1, got %d", c.Prefetch)
+	case c.Prefetch < 0 || c.Prefetch > MaxPrefetch:
+		return fmt.Errorf("--prefetch must be between 1 and %d (AMQP's limit), got %d", MaxPrefetch, c.Prefetch)
 	case c.Timeout < 0:
 		return fmt.Errorf("--timeout must be >= 0, got %s", c.Timeout)
+	case c.AckEvery < 0:
+		return fmt.Errorf("--ack-every must be >= 1, got %d", c.AckEvery)
+	case c.AckInterval < 0:
+		return fmt.Errorf("--ack-interval must be > 0, got %s", c.AckInterval)
+	case c.MaxMSS < 0 || c.MaxMSS > segment.MaxMSS:
+		return fmt.Errorf("--max-mss must be between 1 and %d, got %d", segment.MaxMSS, c.MaxMSS)
 	}
 	return c.Topology.Validate()
 }
@@ -72,7 +91,8 @@ type ReceiveResult struct {
 	Resumed      uint32
 	Reconnects   int
 	Duplicates   int
-	Requeued     int
+	Requeued     int // given back with nack(requeue) after a failed write
+	SetAside     int // other transfers' segments (and held ones) moved to the queue's tail
 	DeadLettered int
 	Elapsed      time.Duration
 }
@@ -80,41 +100,59 @@ type ReceiveResult struct {
 // ErrIncomplete wraps the reason a transfer ended before it was whole.
 var ErrIncomplete = errors.New("transfer incomplete")
 
-// ErrDigest: the assembled file does not match the producer's SHA-256 or size.
+// ErrDigest: the assembled file does not match the producer's digest or size.
 var ErrDigest = errors.New("assembled file does not match the producer's digest")
 
-// receiver is the state of one Receive.
+// HdrMoved counts how often a consumer moved a message to the queue's
+// tail; informational.
+const HdrMoved = "segmq-moved"
+
+// receiver is the state of one Receive. The part file owns the disk;
+// the classifier decides; the acker owns delivery tags; the receiver
+// moves deliveries between them.
 type receiver struct {
-	cfg       ReceiveConfig
-	log       *slog.Logger
-	ch        *amqp.Channel
-	tag       string // consumer tag of the current session
-	part      *os.File
-	partPath  string
-	statePath string
+	cfg  ReceiveConfig
+	log  *slog.Logger
+	part *partFile
+	cls  classifier
+	zstd *zstd.Decoder
+	// zstdLimit is the decoder's limit: the bound transfer's MSS (or the
+	// candidate's), at least 1 MiB.
+	zstdLimit int
 
-	locked bool
-	st     partState
-	asm    *segment.Assembler
-	hash   *hasher // the SHA-256 of the assembled prefix
-	zstd   *zstd.Decoder
+	// Per session (channel).
+	ch      *amqp.Channel
+	tag     string // consumer tag
+	acks    *acker
+	returns <-chan amqp.Return
+	placed  []uint64  // delivery tags placed (or duplicate) since the last persist
+	parked  []heldSeg // beyond the reorder window, unacked
+	moves   []move    // copies published to the tail, awaiting confirm
 
-	unacked    []uint64 // placed or duplicate, awaiting fsync+ack
-	lastFlush  time.Time
-	parked     []parkedSeg
-	parkCap    int // < prefetch, or parked deliveries would fill every slot and nothing could arrive
-	unproduct  int // deliveries since the last placement that made no progress
+	parkCap    int
+	unproduct  int // set-asides since the last placement
 	backoff    time.Duration
+	hinted     bool
+	lastFlush  time.Time
 	lastPlaced time.Time
 	connected  bool // a session has reached the broker; only then reconnect
 	res        ReceiveResult
 }
 
-type parkedSeg struct {
+// heldSeg is a decoded segment of the bound transfer held for later.
+type heldSeg struct {
 	d       amqp.Delivery
+	m       meta
 	h       segment.Header
 	payload []byte
 	buf     *[]byte // payload's pooled buffer (a decoded payload), or nil
+}
+
+// move is a delivery whose copy was published to the queue's tail; the
+// original is acked once the copy is confirmed.
+type move struct {
+	tag uint64
+	dc  *amqp.DeferredConfirmation
 }
 
 // Receive consumes one transfer from the queue into cfg.Out.
@@ -125,63 +163,58 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	if cfg.Prefetch == 0 {
 		cfg.Prefetch = DefaultPrefetch
 	}
-	if cfg.FsyncEvery == 0 {
-		cfg.FsyncEvery = DefaultFsyncEvery
+	if cfg.AckEvery == 0 {
+		cfg.AckEvery = DefaultAckEvery
 	}
-	if cfg.FsyncInterval == 0 {
-		cfg.FsyncInterval = DefaultFsyncInterval
+	if cfg.AckInterval == 0 {
+		cfg.AckInterval = DefaultAckInterval
 	}
-	r := &receiver{cfg: cfg, log: cfg.Log, partPath: cfg.Out + ".part", statePath: cfg.Out + ".part.state",
-		parkCap: cfg.Prefetch - 1, backoff: 10 * time.Millisecond}
+	if cfg.MaxMSS == 0 {
+		cfg.MaxMSS = segment.MaxMSS
+	}
+	r := &receiver{cfg: cfg, log: cfg.Log, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS},
+		parkCap: max(cfg.Prefetch-1, 0), backoff: minBackoff}
 	if r.log == nil {
 		r.log = discard()
 	}
-	if err := r.openPart(); err != nil {
+	part, err := openPart(cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
+	if err != nil {
 		return ReceiveResult{}, err
 	}
-	defer r.part.Close()
-	r.hash = newHasher(r.part)
-	defer r.hash.stop()
+	defer part.close()
+	r.part = part
 	defer func() {
 		if r.zstd != nil {
 			r.zstd.Close()
 		}
 	}()
+	if b := part.bound(); b != nil {
+		r.cls.digest = part.sha
+		r.res.Transfer, r.res.Resumed = b.Transfer, part.resumed
+		r.log.Info("resuming transfer", "transfer", b.Transfer, "segments", part.asm.Received(), "of", part.asm.Total(), "part", part.path)
+	}
 
 	start := time.Now()
 	r.lastPlaced, r.lastFlush = start, start
-	var err error
-	for attempt := 0; ; attempt++ {
-		err = r.session(ctx)
-		if err == nil || !retriable(err) || ctx.Err() != nil || !r.connected {
-			break // a broker never reached is a configuration error: fail fast
-		}
-		r.res.Reconnects++
+	err = reconnect(ctx, r.log, r.cfg.Dial, r.cfg.Topology, &r.connected, &r.res.Reconnects, r.session, func(err error) error {
 		// The channel is gone, and with it every unacked delivery: the
 		// broker will deliver them again. Keep what is on disk.
-		r.parked = nil
-		if perr := r.persist(); perr != nil {
-			err = perr
-			break
+		if perr := r.part.persist(); perr != nil {
+			return perr
 		}
-		r.unacked = r.unacked[:0]
 		if r.cfg.Timeout > 0 && time.Since(r.lastPlaced) > r.cfg.Timeout {
-			err = r.incomplete(fmt.Errorf("gave up reconnecting after %s: %w", r.cfg.Timeout, err))
-			break
+			return r.incomplete(fmt.Errorf("gave up reconnecting after %s: %w", r.cfg.Timeout, err))
 		}
-		r.log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1)
-		if berr := backoff(ctx, attempt); berr != nil {
-			err = r.incomplete(berr)
-			break
-		}
-	}
+		return nil
+	})
 	r.res.Elapsed = time.Since(start)
 	if err != nil {
-		// Ack what is safely on disk, so a restart does not redo it.
-		if ferr := r.flush(); ferr != nil {
-			r.log.Debug("could not ack progress on the way out", "err", ferr)
+		// What is placed is kept for a resume (the session has already
+		// acked it when its channel was still open).
+		if perr := r.part.persist(); perr != nil {
+			r.log.Warn("could not record progress", "err", perr)
 		}
-		if retriable(err) && r.connected {
+		if !errors.Is(err, ErrIncomplete) && (retriable(err) && r.connected || ctx.Err() != nil) {
 			err = r.incomplete(err)
 		}
 		return r.res, err
@@ -189,90 +222,52 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	return r.res, nil
 }
 
-// session consumes on one connection until the transfer is complete, a
-// final error, or the connection fails (a retriable error).
-func (r *receiver) session(ctx context.Context) error {
-	conn, ch, err := openSession(ctx, r.cfg.Dial, r.cfg.Topology, &r.connected)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	defer ch.Close()
-	r.ch = ch
+// session consumes on one channel until the transfer is complete, a
+// final error, or the connection fails (a retriable error). Before it
+// closes a channel that still works, it makes what it placed durable and
+// acks it, so a rerun does not receive it again.
+func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) (err error) {
+	r.ch, r.acks = ch, &acker{ch: ch}
+	r.placed, r.parked, r.moves = r.placed[:0], nil, nil
 	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {
 		return lost(fmt.Errorf("set prefetch: %w", err))
 	}
+	if err := ch.Confirm(false); err != nil { // for moves to the tail
+		return lost(fmt.Errorf("enable publisher confirms: %w", err))
+	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	r.returns = ch.NotifyReturn(make(chan amqp.Return, 16))
 	r.tag = fmt.Sprintf("segmq-consumer-%d-%d", os.Getpid(), time.Now().UnixNano())
 	deliveries, err := ch.ConsumeWithContext(ctx, r.cfg.Topology.Name(), r.tag, false, false, false, false, nil)
 	if err != nil {
 		return lost(fmt.Errorf("consume %s: %w", r.cfg.Topology.Name(), err))
 	}
-	if err := r.loop(ctx, deliveries, closed); err != nil {
-		return err
-	}
-	if err := ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
-		r.log.Warn("close channel", "err", err)
-	}
-	return nil
-}
-
-// openPart opens <out>.part, resuming from its state when there is one.
-func (r *receiver) openPart() error {
-	if r.cfg.Restart {
-		for _, p := range []string{r.partPath, r.statePath} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
+	r.log.Info("waiting for segments", "queue", r.cfg.Topology.Name(), "broker", rabbit.Redact(r.cfg.Dial.URL), "transfer", orFirst(r.cfg.Transfer, r.part.bound()))
+	err = r.loop(ctx, deliveries, closed)
+	if err != nil && !retriable(err) {
+		// The channel still works: settle what can be settled.
+		if ferr := r.flush(true); ferr != nil {
+			r.log.Debug("could not ack progress on the way out", "err", ferr)
 		}
 	}
-	st, asmState, err := loadState(r.statePath)
-	switch {
-	case errors.Is(err, errNoState):
-		// No state: nothing was ever acked into a .part here, so any
-		// .part is leftover bytes that nobody depends on.
-		r.part, err = os.OpenFile(r.partPath, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
-		return err
-	case err != nil:
-		return err
-	}
-	if r.cfg.Transfer != "" && st.Transfer != r.cfg.Transfer {
-		return fmt.Errorf("%s holds part of transfer %q, not %q; pass --restart to discard it", r.partPath, st.Transfer, r.cfg.Transfer)
-	}
-	if r.part, err = os.OpenFile(r.partPath, os.O_RDWR, 0o644); err != nil {
-		return fmt.Errorf("state file %s exists but its .part does not (%w); pass --restart to start over", r.statePath, err)
-	}
-	if err := r.lock(st); err != nil {
-		return err
-	}
-	if err := r.asm.UnmarshalBinary(asmState); err != nil {
-		return fmt.Errorf("%s: %w; pass --restart to start over", r.statePath, err)
-	}
-	r.res.Resumed = r.asm.Received()
-	r.log.Info("resuming transfer", "transfer", st.Transfer, "segments", r.asm.Received(), "of", r.asm.Total(), "part", r.partPath)
-	return nil
+	return err
 }
 
-// lock binds the receiver to one transfer.
-func (r *receiver) lock(st partState) error {
-	cfg := segment.Config{Window: r.cfg.Window}
-	if st.Transfer != "" {
-		cfg.MSS, cfg.Size, cfg.SizeKnown = st.MSS, st.Size, st.HasSize
+func orFirst(want string, b *binding) string {
+	switch {
+	case want != "":
+		return want
+	case b != nil:
+		return b.Transfer
 	}
-	a, err := segment.NewAssembler(r.part, cfg)
-	if err != nil {
-		return err
-	}
-	r.asm, r.st, r.locked = a, st, true
-	r.res.Transfer = st.Transfer
-	return nil
+	return "the first to arrive"
 }
 
 func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, closed <-chan *amqp.Error) error {
-	tick := time.NewTicker(r.cfg.FsyncInterval)
+	tick := time.NewTicker(min(r.cfg.AckInterval, 100*time.Millisecond))
 	defer tick.Stop()
 	for {
-		if r.locked && r.asm.Complete() {
+		if b := r.part.bound(); b != nil && r.part.asm.Complete() {
 			if err := r.settle(ctx, deliveries); err != nil {
 				return err
 			}
@@ -286,11 +281,16 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 			if err := r.handle(ctx, d); err != nil {
 				return err
 			}
+			if err := r.maybeFlush(); err != nil {
+				return err
+			}
 		case e := <-closed:
 			return closeError(e)
+		case ret := <-r.returns:
+			return lost(fmt.Errorf("a segment moved to the tail was returned unroutable (%d %s): was queue %s deleted?", ret.ReplyCode, ret.ReplyText, r.cfg.Topology.Name()))
 		case <-tick.C:
-			if time.Since(r.lastFlush) >= r.cfg.FsyncInterval {
-				if err := r.flush(); err != nil {
+			if time.Since(r.lastFlush) >= r.cfg.AckInterval || len(r.moves) > 0 {
+				if err := r.flush(false); err != nil {
 					return err
 				}
 			}
@@ -305,337 +305,342 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 
 // settle handles what the broker has already sent ahead (prefetch) once
 // the transfer is complete: duplicates are acked, malformed segments
-// dead-lettered, other transfers' segments requeued. It cancels the
-// consumer first; the broker sends every delivery before the cancel-ok,
-// and amqp091-go closes the deliveries channel after the last of them,
-// so nothing is left in flight and nothing is waited for by a timer.
-// What is still in the queue stays there.
+// dead-lettered, other transfers' segments moved to the tail. It cancels
+// the consumer first; the broker sends every delivery before the
+// cancel-ok, and amqp091-go closes the deliveries channel after the last
+// of them, so nothing is left in flight and nothing is waited for by a
+// timer. What is still in the queue stays there.
 func (r *receiver) settle(ctx context.Context, deliveries <-chan amqp.Delivery) error {
 	if err := r.ch.Cancel(r.tag, false); err != nil {
-		r.log.Debug("cancel consumer", "err", err)
-		return nil // the channel is gone, and with it what it held
+		return lost(fmt.Errorf("cancel consumer: %w", err))
 	}
 	for d := range deliveries {
 		if err := r.handle(ctx, d); err != nil {
 			return err
 		}
 	}
-	return nil
+	return r.flush(true)
 }
 
 func (r *receiver) incomplete(why error) error {
 	have := "no segment received"
-	if r.locked {
-		have = fmt.Sprintf("%d of %d segments of transfer %q received", r.asm.Received(), r.asm.Total(), r.st.Transfer)
-		if miss := r.asm.Missing(nil, 5); len(miss) > 0 {
+	if b := r.part.bound(); b != nil {
+		have = fmt.Sprintf("%d of %d segments of transfer %q received", r.part.asm.Received(), r.part.asm.Total(), b.Transfer)
+		if miss := r.part.asm.Missing(nil, 5); len(miss) > 0 {
 			have += fmt.Sprintf(", first missing %v", miss)
 		}
 	}
-	return fmt.Errorf("%w: %w; %s; %s kept, run again to resume", ErrIncomplete, why, have, r.partPath)
+	return fmt.Errorf("%w: %w; %s; %s kept, run again to resume", ErrIncomplete, why, have, r.part.path)
 }
 
-// dead rejects a delivery without requeue: the broker routes it to the
-// dead-letter queue.
-func (r *receiver) dead(d amqp.Delivery, reason string, args ...any) error {
-	r.res.DeadLettered++
-	r.log.Warn("segment dead-lettered", append([]any{"reason", reason, "queue", r.cfg.Topology.DeadQueue(), "message_id", d.MessageId, "bytes", len(d.Body)}, args...)...)
-	if err := d.Nack(false, false); err != nil {
-		return fmt.Errorf("nack: %w", err)
+func (r *receiver) handle(ctx context.Context, d amqp.Delivery) error {
+	r.acks.track(d.DeliveryTag)
+	v := r.cls.classify(r.part.bound(), d.Headers, d.Body)
+	switch v.act {
+	case actDead:
+		return r.dead(d, v.reason, v.m.Transfer)
+	case actAside:
+		return r.setAside(ctx, d)
+	}
+	s := heldSeg{d: d, m: v.m, h: v.h, payload: v.payload}
+	if v.m.Encoding == EncodingZstd {
+		buf, err := r.unpack(v.payload, v.m.MSS)
+		if err != nil {
+			return r.dead(d, fmt.Sprintf("zstd payload does not decode within %d bytes: %v", zstdLimit(v.m.MSS), err), v.m.Transfer)
+		}
+		s.payload, s.buf = *buf, buf
+		if err := checkShape(v.h, len(s.payload), v.m); err != nil {
+			unpackBufs.Put(buf)
+			return r.dead(d, fmt.Sprintf("decoded payload: %v", err), v.m.Transfer)
+		}
+	}
+	if r.part.bound() == nil {
+		b := binding{Transfer: v.m.Transfer, MSS: v.m.MSS, Size: v.m.Size}
+		if !v.m.raw() {
+			b.Total = v.h.Total
+		}
+		if err := r.part.bind(b); err != nil {
+			return err
+		}
+		r.res.Transfer = b.Transfer
+		r.log.Info("receiving transfer", "transfer", b.Transfer, "raw", b.raw(), "mss", b.MSS, "size", b.Size, "segments", v.h.Total)
+	}
+	return r.place(ctx, s)
+}
+
+// place offers a segment to the part file, then what it unblocked from
+// the held segments. It never acks: flush does, after persisting.
+func (r *receiver) place(ctx context.Context, s heldSeg) error {
+	o, err := r.offer(s)
+	if err != nil {
+		return err
+	}
+	if o == segment.NotYet {
+		return r.hold(ctx, s)
+	}
+	if o != segment.Placed {
+		return nil
+	}
+	// Each pass places what the last one unblocked; the lot only shrinks.
+	for progress := true; progress && len(r.parked) > 0; {
+		progress = false
+		kept := r.parked[:0]
+		for _, p := range r.parked {
+			po, err := r.offer(p)
+			if err != nil {
+				return err
+			}
+			if po == segment.NotYet {
+				kept = append(kept, p)
+				continue
+			}
+			progress = progress || po == segment.Placed
+		}
+		clear(r.parked[len(kept):])
+		r.parked = kept
 	}
 	return nil
 }
 
-// requeue gives a delivery back, one message, never multiple. Requeues
-// that are not interleaved with progress are paced: the broker returns a
-// requeued message at once, and we must not spin.
-func (r *receiver) requeue(ctx context.Context, d amqp.Delivery) error {
-	r.res.Requeued++
+// offer gives one segment to the part file and books the outcome.
+func (r *receiver) offer(s heldSeg) (segment.Outcome, error) {
+	o, err := r.part.place(s.h, s.payload, s.buf)
+	var se *segment.SegmentError
+	switch {
+	case errors.As(err, &se):
+		return 0, r.dead(s.d, se.Error(), s.m.Transfer)
+	case err != nil:
+		// Could not write (disk full, I/O error): give it back and stop;
+		// what is on disk is persisted and acked on the way out.
+		r.res.Requeued++
+		r.acks.settled(s.d.DeliveryTag)
+		if nerr := s.d.Nack(false, true); nerr != nil {
+			r.log.Warn("nack after write error", "err", nerr)
+		}
+		return 0, r.incomplete(fmt.Errorf("write %s: %w", r.part.path, err))
+	}
+	switch o {
+	case segment.Placed:
+		if s.m.SHA256 != "" && r.cls.digest == "" {
+			r.part.setDigest(s.m.SHA256) // accepted: now the transfer's digest
+			r.cls.digest = s.m.SHA256
+		}
+		r.placed = append(r.placed, s.d.DeliveryTag)
+		r.unproduct, r.backoff, r.lastPlaced = 0, minBackoff, time.Now()
+		if r.cfg.Progress != nil {
+			size, _ := r.part.asm.Size()
+			r.cfg.Progress(int64(r.part.asm.Received())*int64(max(r.part.asm.MSS(), 1)), size)
+		}
+	case segment.Duplicate:
+		r.res.Duplicates++
+		r.placed = append(r.placed, s.d.DeliveryTag) // acked with the next batch
+		if s.buf != nil {
+			unpackBufs.Put(s.buf)
+		}
+	}
+	return o, nil
+}
+
+// hold keeps a segment that cannot be placed yet (beyond the reorder
+// window); when too many are held, the oldest goes to the queue's tail.
+func (r *receiver) hold(ctx context.Context, s heldSeg) error {
+	r.parked = append(r.parked, s)
+	if len(r.parked) <= r.parkCap {
+		return nil
+	}
+	old := r.parked[0]
+	r.parked = r.parked[1:]
+	if old.buf != nil {
+		unpackBufs.Put(old.buf)
+	}
+	return r.setAside(ctx, old.d)
+}
+
+const (
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// setAside moves a delivery to the queue's tail: a persistent copy is
+// published (mandatory, confirmed) and the original is acked once the
+// broker has confirmed the copy. RabbitMQ puts a requeued message back at
+// the head, so nack(requeue) could never get past a backlog of another
+// transfer, and on quorum queues every requeue counts toward the
+// delivery limit; a copy at the tail does neither. A crash between the
+// confirm and the ack leaves a duplicate, never a loss.
+//
+// Set-asides with no placement in between are paced: once a whole
+// prefetch of them has gone by, the consumer pauses before each further
+// batch, so a queue holding only other transfers' segments is not spun.
+func (r *receiver) setAside(ctx context.Context, d amqp.Delivery) error {
+	r.res.SetAside++
 	r.unproduct++
-	if r.unproduct > r.cfg.Prefetch {
-		if r.backoff == 10*time.Millisecond {
-			r.log.Warn("segments requeued without progress; backing off. If they belong to this transfer, the reorder window or prefetch is too small for the arrival order (raise --window or --prefetch)",
-				"window", r.cfg.Window, "prefetch", r.cfg.Prefetch, "next", r.asm.Next())
+	if r.unproduct > r.cfg.Prefetch && r.unproduct%r.cfg.Prefetch == 1 {
+		if !r.hinted {
+			r.hinted = true
+			next := uint32(0)
+			if r.part.bound() != nil {
+				next = r.part.asm.Next()
+			}
+			r.log.Warn("the queue holds segments this consumer cannot take now (another transfer's, or beyond --window); moving them to the tail and pacing",
+				"transfer", orFirst(r.cfg.Transfer, r.part.bound()), "next", next, "window", r.cfg.ReorderWindow, "prefetch", r.cfg.Prefetch)
 		}
 		select {
 		case <-time.After(r.backoff):
 		case <-ctx.Done():
+			return r.incomplete(ctx.Err())
 		}
-		r.backoff = min(2*r.backoff, time.Second)
+		r.backoff = min(2*r.backoff, maxBackoff)
 	}
-	if err := d.Nack(false, true); err != nil {
-		return fmt.Errorf("nack: %w", err)
+	h := amqp.Table{}
+	for k, v := range d.Headers {
+		h[k] = v
+	}
+	n, _ := asInt(h[HdrMoved])
+	h[HdrMoved] = n + 1
+	dc, err := r.ch.PublishWithDeferredConfirmWithContext(ctx, "", r.cfg.Topology.Name(), true, false, amqp.Publishing{
+		Headers: h, Body: d.Body, DeliveryMode: amqp.Persistent, MessageId: d.MessageId,
+		ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, AppId: d.AppId, Timestamp: d.Timestamp,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return r.incomplete(ctx.Err())
+		}
+		return lost(fmt.Errorf("move a segment to the tail: %w", err))
+	}
+	r.moves = append(r.moves, move{tag: d.DeliveryTag, dc: dc})
+	return nil
+}
+
+// settleMoves acks the originals of confirmed copies; with wait, it waits
+// for every copy. A nacked copy leaves its original to be requeued.
+func (r *receiver) settleMoves(wait bool) error {
+	kept := r.moves[:0]
+	for i, m := range r.moves {
+		if !wait {
+			select {
+			case <-m.dc.Done():
+			default:
+				kept = append(kept, r.moves[i:]...)
+				r.moves = kept
+				return nil
+			}
+		}
+		select {
+		case <-m.dc.Done():
+		case <-time.After(30 * time.Second):
+			return lost(errors.New("no confirm for a segment moved to the tail in 30s"))
+		}
+		if m.dc.Acked() {
+			r.acks.done(m.tag)
+			continue
+		}
+		if r.ch.IsClosed() {
+			return lost(errors.New("channel closed before a move to the tail was confirmed"))
+		}
+		r.log.Warn("the broker nacked a copy moved to the tail; requeueing the original")
+		r.res.Requeued++
+		r.acks.settled(m.tag)
+		if err := r.ch.Nack(m.tag, false, true); err != nil {
+			return lost(fmt.Errorf("nack: %w", err))
+		}
+	}
+	r.moves = kept[:0]
+	return nil
+}
+
+// dead rejects a delivery without requeue: the broker routes it to the
+// dead-letter queue.
+func (r *receiver) dead(d amqp.Delivery, reason, transfer string) error {
+	r.res.DeadLettered++
+	r.log.Warn("segment dead-lettered", "reason", reason, "queue", r.cfg.Topology.DeadQueue(), "transfer", transfer, "message_id", d.MessageId, "bytes", len(d.Body))
+	r.acks.settled(d.DeliveryTag)
+	if err := d.Nack(false, false); err != nil {
+		return lost(fmt.Errorf("nack: %w", err))
 	}
 	return nil
 }
 
-func (r *receiver) handle(ctx context.Context, d amqp.Delivery) error {
-	m, err := parseMeta(d.Headers)
+// maybeFlush flushes a full batch, or when the unsettled deliveries fill
+// the prefetch: then the broker sends nothing more until some are acked.
+func (r *receiver) maybeFlush() error {
+	full := r.acks.unsettled() >= r.cfg.Prefetch
+	if len(r.placed) < r.cfg.AckEvery && !full {
+		return nil
+	}
+	return r.flush(full)
+}
+
+// flush persists what is placed, and only then acks it, together with
+// the originals of confirmed moves. With wait it also waits for every
+// outstanding move to be confirmed.
+func (r *receiver) flush(wait bool) error {
+	r.lastFlush = time.Now()
+	if err := r.part.persist(); err != nil {
+		return err
+	}
+	for _, t := range r.placed {
+		r.acks.done(t)
+	}
+	r.placed = r.placed[:0]
+	if err := r.settleMoves(wait); err != nil {
+		return err
+	}
+	return r.acks.ackDone()
+}
+
+// finish checks the assembled file and puts it at its final path.
+func (r *receiver) finish() error {
+	sum, n, err := r.part.commit()
+	r.res.Segments, r.res.Bytes, r.res.SHA256 = r.part.asm.Total(), n, sum
 	if err != nil {
-		return r.dead(d, err.Error())
+		return err
 	}
-	h, payload, err := segment.Decode(d.Body)
-	if err != nil {
-		return r.dead(d, err.Error(), "transfer", m.Transfer)
+	if r.part.bound().raw() {
+		r.log.Info("seed-format transfer: no size or digest to check against; assembled as raw bytes")
+	} else {
+		r.res.Verified = true
 	}
-	if !r.locked {
-		if r.cfg.Transfer != "" && m.Transfer != r.cfg.Transfer {
-			return r.requeue(ctx, d)
-		}
-		if err := r.lock(partState{Transfer: m.Transfer, MSS: m.MSS, Size: m.Size, HasSize: m.HasSize}); err != nil {
-			return r.dead(d, err.Error(), "transfer", m.Transfer)
-		}
-		r.log.Info("receiving transfer", "transfer", m.Transfer, "raw", m.raw(), "mss", m.MSS, "size", m.Size, "segments", h.Total)
-	}
-	if m.Transfer != r.st.Transfer {
-		return r.requeue(ctx, d) // another transfer's segment: not ours to take, not ours to lose
-	}
-	if !m.raw() {
-		if m.MSS != r.st.MSS || m.HasSize != r.st.HasSize || m.Size != r.st.Size {
-			return r.dead(d, fmt.Sprintf("headers disagree with the transfer: mss %d size %d, transfer has mss %d size %d", m.MSS, m.Size, r.st.MSS, r.st.Size), "seq", h.Seq)
-		}
-		if m.HasCRC {
-			if got := crc32.Checksum(payload, castagnoli); got != m.CRC {
-				return r.dead(d, fmt.Sprintf("payload CRC-32C %08x, header says %08x", got, m.CRC), "seq", h.Seq)
-			}
-		}
-		if m.SHA256 != "" {
-			if r.st.SHA256 != "" && r.st.SHA256 != m.SHA256 {
-				return r.dead(d, "segment carries a different file SHA-256 than an earlier one", "seq", h.Seq)
-			}
-			r.st.SHA256 = m.SHA256
-		}
-		if m.Encoding == EncodingZstd {
-			buf, err := r.unpack(payload)
-			if err != nil {
-				return r.dead(d, fmt.Sprintf("zstd payload does not decode within %d bytes: %v", max(r.st.MSS, 1<<20), err), "seq", h.Seq)
-			}
-			return r.place(ctx, parkedSeg{d: d, h: h, payload: *buf, buf: buf})
-		}
-	}
-	return r.place(ctx, parkedSeg{d: d, h: h, payload: payload})
+	return nil
 }
 
 // unpackBufs recycles decoded payloads: the hasher gives them back.
 var unpackBufs sync.Pool
 
+// zstdLimit is what one frame may decode to: the MSS, but at least 1 MiB
+// (zstd's smallest window is 1 KiB, and other encoders pick windows up to
+// 1 MiB for small inputs); the shape check then holds it to the MSS.
+func zstdLimit(mss int) int { return max(mss, 1<<20) }
+
 // unpack decodes one zstd frame into a pooled buffer. The decoder refuses
-// frames that declare, or grow to, more than the MSS or 1 MiB, whichever
-// is larger (zstd's smallest window is 1 KiB, and other encoders pick
-// windows up to 1 MiB for small inputs), so a small hostile frame cannot
-// claim memory; the assembler then holds the payload to the MSS.
-func (r *receiver) unpack(src []byte) (*[]byte, error) {
-	if r.zstd == nil {
+// frames that declare, or grow to, more than zstdLimit, so a small
+// hostile frame cannot claim memory.
+func (r *receiver) unpack(src []byte, mss int) (*[]byte, error) {
+	if r.zstd == nil || r.zstdLimit != zstdLimit(mss) {
+		if r.zstd != nil {
+			r.zstd.Close()
+		}
 		var err error
+		r.zstdLimit = zstdLimit(mss)
 		r.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxMemory(uint64(max(r.st.MSS, 1<<20))))
+			zstd.WithDecoderMaxMemory(uint64(r.zstdLimit)))
 		if err != nil {
+			r.zstd = nil
 			return nil, err
 		}
 	}
 	buf, _ := unpackBufs.Get().(*[]byte)
-	if buf == nil || cap(*buf) < r.st.MSS {
-		b := make([]byte, 0, r.st.MSS)
+	if buf == nil || cap(*buf) < mss {
+		b := make([]byte, 0, mss)
 		buf = &b
 	}
 	out, err := r.zstd.DecodeAll(src, (*buf)[:0])
 	if err != nil {
 		return nil, err
 	}
+	if len(out) > zstdLimit(mss) {
+		return nil, fmt.Errorf("decoded to %d bytes", len(out))
+	}
 	*buf = out
 	return buf, nil
-}
-
-// place offers a segment to the assembler. The same parkedSeg comes back
-// here from the parking lot.
-func (r *receiver) place(ctx context.Context, p parkedSeg) error {
-	d, h, payload := p.d, p.h, p.payload
-	o, err := r.asm.Add(h, payload)
-	var se *segment.SegmentError
-	switch {
-	case errors.As(err, &se):
-		return r.dead(d, se.Error(), "transfer", r.st.Transfer)
-	case err != nil:
-		// Could not write (disk full, I/O error): give it back and stop;
-		// what is on disk is flushed and acked by the caller.
-		if nerr := d.Nack(false, true); nerr != nil {
-			r.log.Warn("nack after write error", "err", nerr)
-		}
-		return r.incomplete(fmt.Errorf("write %s: %w", r.partPath, err))
-	}
-	switch o {
-	case segment.Placed:
-		r.advanceHash(h.Seq, payload, p.buf)
-		r.unacked = append(r.unacked, d.DeliveryTag)
-		r.unproduct, r.backoff, r.lastPlaced = 0, 10*time.Millisecond, time.Now()
-		if r.cfg.Progress != nil {
-			r.cfg.Progress(int64(r.asm.Received())*int64(max(r.asm.MSS(), 1)), r.st.Size)
-		}
-		if err := r.retryParked(ctx); err != nil {
-			return err
-		}
-		if len(r.unacked) >= r.cfg.FsyncEvery {
-			return r.flush()
-		}
-	case segment.Duplicate:
-		r.res.Duplicates++
-		r.unacked = append(r.unacked, d.DeliveryTag)
-	case segment.NotYet:
-		return r.park(ctx, p)
-	}
-	return nil
-}
-
-// park holds a segment that cannot be placed yet; when the lot is full,
-// the oldest goes back to the queue.
-func (r *receiver) park(ctx context.Context, p parkedSeg) error {
-	r.parked = append(r.parked, p)
-	if len(r.parked) <= r.parkCap {
-		return nil
-	}
-	old := r.parked[0]
-	r.parked = r.parked[1:]
-	return r.requeue(ctx, old.d)
-}
-
-func (r *receiver) retryParked(ctx context.Context) error {
-	for progress := true; progress && len(r.parked) > 0; {
-		progress = false
-		lot := r.parked
-		r.parked = nil
-		for i, p := range lot {
-			before := r.asm.Received()
-			if err := r.place(ctx, p); err != nil {
-				r.parked = append(r.parked, lot[i+1:]...)
-				return err
-			}
-			progress = progress || r.asm.Received() > before
-		}
-	}
-	return nil
-}
-
-// advanceHash hands the hasher the part of the file that has become
-// contiguous since the last call: payload (segment seq, just placed) from
-// memory, the rest as ranges to read back from the .part.
-func (r *receiver) advanceHash(seq uint32, payload []byte, buf *[]byte) {
-	h, next := r.hash, r.asm.Next()
-	if h.next >= next {
-		return
-	}
-	mss := int64(r.asm.MSS())
-	from := int64(-1) // start of a range still to read back
-	readBack := func(to int64) {
-		if from >= 0 && to > from {
-			h.add(hashJob{off: from, n: to - from})
-		}
-		from = -1
-	}
-	for s := h.next; s < next; s++ {
-		off := int64(s) * mss
-		if s == seq && payload != nil {
-			readBack(off)
-			h.add(hashJob{off: off, payload: payload, buf: buf})
-		} else if from < 0 {
-			from = off
-		}
-	}
-	end := int64(next) * mss
-	if next == r.asm.Total() { // the last segment is placed, so the size is known
-		end, _ = r.asm.Size()
-	}
-	readBack(end)
-	h.next = next
-}
-
-// persist makes every placed segment durable and records the received set.
-func (r *receiver) persist() error {
-	if !r.locked {
-		return nil
-	}
-	if err := r.part.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", r.partPath, err)
-	}
-	state, err := r.asm.MarshalBinary()
-	if err == nil {
-		err = saveState(r.statePath, r.st, state)
-	}
-	if err != nil {
-		return fmt.Errorf("save %s: %w", r.statePath, err)
-	}
-	return nil
-}
-
-// flush persists, and only then acks.
-func (r *receiver) flush() error {
-	r.lastFlush = time.Now()
-	if len(r.unacked) == 0 || !r.locked {
-		return nil
-	}
-	if err := r.persist(); err != nil {
-		return err
-	}
-	var err error
-	// A multiple ack would also ack parked deliveries with lower tags, so
-	// it is used only when nothing is parked.
-	if len(r.parked) == 0 {
-		maxTag := r.unacked[0]
-		for _, t := range r.unacked {
-			maxTag = max(maxTag, t)
-		}
-		err = r.ch.Ack(maxTag, true)
-	} else {
-		for _, t := range r.unacked {
-			if err = r.ch.Ack(t, false); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		return lost(fmt.Errorf("ack: %w", err))
-	}
-	r.unacked = r.unacked[:0]
-	return nil
-}
-
-// finish checks the assembled file and puts it at its final path.
-func (r *receiver) finish() error {
-	if err := r.flush(); err != nil {
-		return err
-	}
-	size, _ := r.asm.Size()
-	if err := r.part.Truncate(size); err != nil { // a resumed .part may be longer
-		return err
-	}
-	r.advanceHash(0, nil, nil) // a resumed transfer may be complete without a placement
-	sum, n, err := r.hash.sum()
-	if err != nil {
-		return err
-	}
-	r.res.Segments, r.res.Bytes, r.res.SHA256 = r.asm.Total(), n, sum
-	if r.st.HasSize && n != r.st.Size {
-		return fmt.Errorf("%w: size %d, producer said %d; %s kept for inspection, %s untouched", ErrDigest, n, r.st.Size, r.partPath, r.cfg.Out)
-	}
-	if r.st.SHA256 != "" {
-		if sum != r.st.SHA256 {
-			return fmt.Errorf("%w: sha256 %s, producer said %s; %s kept for inspection, %s untouched", ErrDigest, sum, r.st.SHA256, r.partPath, r.cfg.Out)
-		}
-		r.res.Verified = true
-	} else if !r.st.HasSize {
-		r.log.Info("seed-format transfer: no size or digest to check against; assembled as raw bytes")
-	} else {
-		r.log.Warn("the producer sent no SHA-256; only the size was checked")
-	}
-	if err := r.part.Sync(); err != nil {
-		return err
-	}
-	if err := r.part.Close(); err != nil {
-		return err
-	}
-	if err := fsutil.Commit(r.partPath, r.cfg.Out); err != nil {
-		return err
-	}
-	if err := os.Remove(r.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		r.log.Warn("remove state", "err", err)
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -58,6 +59,35 @@ func backoff(ctx context.Context, n int) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// reconnect is the one reconnect loop of both commands. It opens a
+// session (connection, topology, channel) and runs session on it until
+// session returns nil or a final error. After a retriable error it calls
+// onLost (which may end the run by returning an error), waits with
+// backoff and tries again. A broker never reached is a configuration
+// error and ends the run at once.
+func reconnect(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool, reconnects *int,
+	session func(context.Context, *amqp.Connection, *amqp.Channel) error, onLost func(error) error) error {
+	for attempt := 0; ; attempt++ {
+		conn, ch, err := openSession(ctx, dial, topo, connected)
+		if err == nil {
+			err = session(ctx, conn, ch)
+			ch.Close()
+			conn.Close()
+		}
+		if err == nil || !retriable(err) || ctx.Err() != nil || !*connected {
+			return err
+		}
+		*reconnects++
+		if lerr := onLost(err); lerr != nil {
+			return lerr
+		}
+		log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1)
+		if berr := backoff(ctx, attempt); berr != nil {
+			return berr
+		}
 	}
 }
 

@@ -12,35 +12,36 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
-	"github.com/segmq/segmq/snapfile"
 )
 
-// Limits on the MSS. RabbitMQ 4.x refuses bodies over 16 MiB by default
-// (3.x: 128 MiB), so MaxMSS keeps a whole segment under that.
+// Defaults and limits for SendConfig. MaxMSS is segment.MaxMSS: one set
+// of limits for both ends.
 const (
-	DefaultMSS    = 64 << 10
-	MaxMSS        = 16<<20 - segment.HeaderSize - 64<<10 // room for header and properties
-	DefaultWindow = 256
+	DefaultMSS           = 64 << 10
+	MaxMSS               = segment.MaxMSS
+	DefaultConfirmWindow = 256
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // SendConfig configures Send. Zero values are documented per field.
 type SendConfig struct {
-	Dial     rabbit.DialConfig
-	Topology rabbit.Topology
-	MSS      int    // 0 means DefaultMSS
-	Window   int    // publishes awaiting confirmation; 0 means DefaultWindow
-	Transfer string // "" means a new random id
-	Raw      bool   // send any file; skip the snapshot check
+	Dial          rabbit.DialConfig
+	Topology      rabbit.Topology
+	MSS           int    // 0 means DefaultMSS
+	ConfirmWindow int    // publishes awaiting confirmation; 0 means DefaultConfirmWindow
+	Transfer      string // "" means a new random id
+	Raw           bool   // send any file; skip the snapshot check
 	// Compress is "" (or "none") to send payloads as they are, or
 	// EncodingZstd to pack each one into a zstd frame when that is smaller.
 	Compress string
@@ -50,7 +51,8 @@ type SendConfig struct {
 	// Resume continues the interrupted transfer recorded in State.
 	Resume bool
 	// Timeout ends the run when no segment has been confirmed for this
-	// long, e.g. while the broker stays down; 0 means retry for ever.
+	// long: while the broker stays down, or keeps refusing (nacking)
+	// publishes; 0 means retry for ever.
 	Timeout  time.Duration
 	Log      *slog.Logger
 	Progress func(bytes int64)
@@ -59,10 +61,10 @@ type SendConfig struct {
 // Validate says what is wrong with c.
 func (c SendConfig) Validate() error {
 	if c.MSS < 0 || c.MSS > MaxMSS {
-		return fmt.Errorf("--mss must be between 1 and %d (RabbitMQ refuses larger bodies by default), got %d", MaxMSS, c.MSS)
+		return fmt.Errorf("--mss must be between 1 and %d (RabbitMQ 4 refuses larger bodies by default), got %d", MaxMSS, c.MSS)
 	}
-	if c.Window < 0 {
-		return fmt.Errorf("confirm window must be >= 1, got %d", c.Window)
+	if c.ConfirmWindow < 0 {
+		return fmt.Errorf("--confirm-window must be >= 1, got %d", c.ConfirmWindow)
 	}
 	if c.Compress != "" && c.Compress != "none" && c.Compress != EncodingZstd {
 		return fmt.Errorf("--compress must be none or zstd, got %q", c.Compress)
@@ -101,6 +103,13 @@ var ErrUnfinished = errors.New("an interrupted transfer of this file exists")
 // Send publishes the file at path as one transfer and returns once every
 // segment is confirmed by the broker. It reconnects after a connection
 // loss and republishes whatever was not confirmed.
+//
+// The input is read once up front (the framing check and a fold of every
+// segment's CRC-32C) and once to send. The SHA-256 that goes on the last
+// segment is computed over the bytes sent, and is only published if they
+// fold to the same CRCs as the bytes checked; a republished segment is
+// re-read and must have the CRC it had. So a file that changes during the
+// send fails it (ErrInputChanged) instead of arriving "verified".
 func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return SendResult{}, err
@@ -108,8 +117,8 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if cfg.MSS == 0 {
 		cfg.MSS = DefaultMSS
 	}
-	if cfg.Window == 0 {
-		cfg.Window = DefaultWindow
+	if cfg.ConfirmWindow == 0 {
+		cfg.ConfirmWindow = DefaultConfirmWindow
 	}
 	if cfg.State == "" {
 		cfg.State = path + ".segmq-send"
@@ -130,79 +139,100 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if !fi.Mode().IsRegular() {
 		return SendResult{}, fmt.Errorf("%s is not a regular file", path)
 	}
-	size := fi.Size()
-	p := &publisher{cfg: cfg, log: log, file: f, sha: sha256.New(),
-		rebuf:     make([]byte, segment.HeaderSize+cfg.MSS),
-		sendState: sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: size, ModTime: fi.ModTime().UnixNano()}}
-	if err := p.loadResume(); err != nil {
+	p := &publisher{cfg: cfg, log: log, file: f, size: fi.Size(), sha: sha256.New(), fold: newCRCFold(cfg.MSS),
+		rebuf: make([]byte, segment.HeaderSize+cfg.MSS), out: map[uint32]uint32{}}
+	// The limits first: a file the consumer could not take is never sent.
+	if p.split, err = segment.NewSplitter(f, p.size, cfg.MSS); err != nil {
+		return SendResult{}, fmt.Errorf("%s: %w", path, err)
+	}
+	resumed, confirmed, err := p.loadResume()
+	if err != nil {
 		return SendResult{}, err
 	}
-	if p.sendState.Transfer == "" {
-		p.sendState.Transfer = NewTransferID()
+	fold, err := scanInput(f, p.size, cfg.MSS, cfg.Raw)
+	if err != nil {
+		return SendResult{}, fmt.Errorf("%s: %w", path, err)
 	}
-	p.cfg.Transfer = p.sendState.Transfer
-	if !cfg.Raw {
-		if _, _, err := snapfile.Check(io.NewSectionReader(f, 0, size)); err != nil {
-			return SendResult{}, fmt.Errorf("%s is not a complete snapshot (%w); pass --raw to send any file", path, err)
+	p.st = sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: p.size, Fold: fold}
+	if resumed != nil {
+		if resumed.Fold != fold {
+			return SendResult{}, fmt.Errorf("cannot resume transfer %s: the input's content changed since it was interrupted; delete %s to start a new transfer", resumed.Transfer, cfg.State)
 		}
+		p.st.Transfer, p.next, p.saved = resumed.Transfer, confirmed, confirmed
+		p.res.Resumed = confirmed
+		log.Info("resuming transfer", "transfer", resumed.Transfer, "confirmed", confirmed)
 	}
-	if p.split, err = segment.NewSplitter(f, size, cfg.MSS); err != nil {
-		return SendResult{}, err
+	if p.st.Transfer == "" {
+		p.st.Transfer = NewTransferID()
 	}
 	if err := p.hashPrefix(); err != nil {
 		return SendResult{}, err
 	}
+	if p.next == p.split.Total() {
+		p.sum = hashHex(p.sha)
+	}
 	if cfg.State != "-" {
 		// Record the transfer before the first publish, so that a crash at
 		// any point leaves something to resume.
-		if err := p.saveState(); err != nil {
-			p.stateBroken = true
+		if p.jr, err = journal.Create(cfg.State, 'P', p.stateRecords()...); err != nil {
+			p.jr = nil
 			log.Warn("cannot record progress; this transfer will not be resumable", "state", cfg.State, "err", err)
 		}
 	}
-	if p.ra, err = startReadAhead(p.split, p.next, p.sha, cfg.Compress == EncodingZstd); err != nil {
+	defer func() {
+		if p.jr != nil {
+			p.jr.Close()
+		}
+	}()
+	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, fold, cfg.Compress == EncodingZstd); err != nil {
 		return SendResult{}, err
 	}
 	defer p.ra.close()
 	start := time.Now()
 	p.lastConfirm = start
-	for attempt := 0; ; attempt++ {
-		err := p.session(ctx)
-		if err == nil {
-			break
-		}
-		if !retriable(err) || ctx.Err() != nil || !p.connected {
-			return SendResult{}, err // a broker never reached is a configuration error: fail fast
-		}
-		p.res.Reconnects++
-		if cfg.Timeout > 0 && time.Since(p.lastConfirm) > cfg.Timeout {
-			return SendResult{}, fmt.Errorf("gave up after %s without a confirm: %w; %d of %d segments confirmed; run again with --resume to continue",
-				cfg.Timeout, err, p.sendState.Confirmed, p.split.Total())
-		}
-		log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1, "unconfirmed", len(p.inflight))
-		// Nothing in flight on the dead channel can be confirmed any more.
+	err = reconnect(ctx, log, cfg.Dial, cfg.Topology, &p.connected, &p.res.Reconnects, p.session, func(err error) error {
+		// Nothing in flight on the dead channel can be confirmed any more:
+		// it is all published again, in order, before anything new.
 		for _, pd := range p.inflight {
 			p.retry = append(p.retry, pd.seq)
 		}
 		p.inflight = p.inflight[:0]
-		if err := backoff(ctx, attempt); err != nil {
-			return SendResult{}, err
-		}
+		slices.Sort(p.retry)
+		return p.checkTimeout(err)
+	})
+	if err != nil {
+		return SendResult{}, err
 	}
+	p.saveWatermark(true)
 	p.removeState()
-	p.res.Transfer, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.cfg.Transfer, p.split.Total(), size, p.sum
+	p.res.Transfer, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.st.Transfer, p.split.Total(), p.size, p.sum
 	p.res.Elapsed = time.Since(start)
 	return p.res, nil
 }
 
-// session publishes on one connection until done or the connection fails.
-func (p *publisher) session(ctx context.Context) error {
-	conn, ch, err := openSession(ctx, p.cfg.Dial, p.cfg.Topology, &p.connected)
-	if err != nil {
-		return err
+// checkTimeout ends the run once no segment has been confirmed for
+// cfg.Timeout.
+func (p *publisher) checkTimeout(cause error) error {
+	if p.cfg.Timeout <= 0 || time.Since(p.lastConfirm) <= p.cfg.Timeout {
+		return nil
 	}
-	defer conn.Close()
-	defer ch.Close()
+	if cause == nil {
+		cause = errors.New("no confirm")
+	}
+	return fmt.Errorf("gave up after %s without a confirm: %w; %d of %d segments confirmed; run again with --resume to continue",
+		p.cfg.Timeout, cause, p.confirmedCount(), p.split.Total())
+}
+
+func (p *publisher) confirmedCount() uint32 {
+	return p.next - uint32(len(p.out))
+}
+
+// session publishes on one channel until every segment is confirmed or
+// the connection fails. Each pass of the loop does one thing: take in
+// confirms down to the window, else republish the oldest outstanding
+// segment that needs it, else publish the next new one, else wait for the
+// last confirms.
+func (p *publisher) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) error {
 	if err := ch.Confirm(false); err != nil {
 		return lost(fmt.Errorf("enable publisher confirms: %w", err))
 	}
@@ -210,63 +240,92 @@ func (p *publisher) session(ctx context.Context) error {
 	p.returns = ch.NotifyReturn(make(chan amqp.Return, 16))
 	p.closed = ch.NotifyClose(make(chan *amqp.Error, 1))
 	p.blocked = conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	for {
+		if err := p.checkTimeout(nil); err != nil {
+			return err
+		}
+		if err := p.drain(ctx, p.cfg.ConfirmWindow-1); err != nil {
+			return err
+		}
+		switch {
+		case len(p.retry) > 0:
+			if err := p.pause(ctx); err != nil {
+				return err
+			}
+			if err := p.republish(ctx, p.retry[0]); err != nil {
+				return err // still outstanding, still first in line
+			}
+			p.retry = p.retry[1:]
+			p.res.Republished++
+		case p.next < p.split.Total():
+			if err := p.publishNext(ctx); err != nil {
+				return err
+			}
+		case len(p.inflight) > 0:
+			if err := p.drain(ctx, 0); err != nil {
+				return err
+			}
+		default:
+			if err := ch.Close(); err != nil {
+				return lost(fmt.Errorf("close channel: %w", err))
+			}
+			if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
+				return lost(fmt.Errorf("close connection: %w", err))
+			}
+			return nil
+		}
+	}
+}
 
-	// First what an earlier session left unconfirmed, then the rest.
-	for len(p.retry) > 0 {
-		seq := p.retry[0]
-		if err := p.drain(ctx, p.cfg.Window-1); err != nil {
-			return err
-		}
-		if err := p.republish(ctx, seq); err != nil {
-			return err
-		}
-		p.retry = p.retry[1:]
-		p.res.Republished++
+// publishNext takes the next segment from the read-ahead and publishes it.
+func (p *publisher) publishNext(ctx context.Context) error {
+	var b block
+	var ok bool
+	select {
+	case b, ok = <-p.ra.blocks:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	for p.next < p.split.Total() {
-		if err := p.drain(ctx, p.cfg.Window-1); err != nil {
-			return err
-		}
-		var b block
-		var ok bool
-		select {
-		case b, ok = <-p.ra.blocks:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if !ok {
-			return errors.New("internal error: the read-ahead stopped before the last segment")
-		}
-		if b.err != nil {
-			return b.err
-		}
-		if b.sum != "" {
-			p.sum = b.sum
-		}
-		err := p.publish(ctx, b.seq, b.body, b.crc, b.packed)
-		p.ra.release(b)
-		p.next++
-		if err != nil {
-			// Taken from the read-ahead but not sent: the next session
-			// sends it again, read afresh.
-			p.retry = append(p.retry, b.seq)
-			return err
-		}
-		p.res.WireBytes += int64(len(b.body) - segment.HeaderSize)
-		if p.cfg.Progress != nil {
-			p.cfg.Progress(int64(b.seq)*int64(p.cfg.MSS) + int64(b.plain))
-		}
+	if !ok {
+		return errors.New("internal error: the read-ahead stopped before the last segment")
 	}
-	if err := p.drain(ctx, 0); err != nil {
+	if b.err != nil {
+		return p.inputError(b.err)
+	}
+	if b.sum != "" {
+		p.sum = b.sum
+	}
+	// Outstanding from now until confirmed, whatever happens next.
+	p.out[b.seq] = b.rawCRC
+	p.next++
+	err := p.publish(ctx, b.seq, b.body, b.crc, b.packed)
+	p.ra.release(b)
+	if err != nil {
+		// Taken from the read-ahead but not sent: published again, read
+		// afresh, by the next session.
+		p.retry = append(p.retry, b.seq)
 		return err
 	}
-	if err := ch.Close(); err != nil {
-		return lost(fmt.Errorf("close channel: %w", err))
-	}
-	if err := conn.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
-		return lost(fmt.Errorf("close connection: %w", err))
+	p.res.WireBytes += int64(len(b.body) - segment.HeaderSize)
+	if p.cfg.Progress != nil {
+		p.cfg.Progress(int64(b.seq)*int64(p.cfg.MSS) + int64(b.plain))
 	}
 	return nil
+}
+
+// pause waits before a republish after a nack: the broker refused the
+// last publish (a full queue with reject-publish, a resource limit), and
+// asking again at once only spins. It is reset by the next confirm.
+func (p *publisher) pause(ctx context.Context) error {
+	if p.nackDelay == 0 {
+		return nil
+	}
+	select {
+	case <-time.After(p.nackDelay):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type pending struct {
@@ -278,27 +337,48 @@ type publisher struct {
 	cfg   SendConfig
 	log   *slog.Logger
 	file  *os.File
+	size  int64
 	split *segment.Splitter
 	ra    *readAhead // first-time publishes come from here, in order
 	rebuf []byte     // a body being republished
 
-	ch       *amqp.Channel
-	returns  <-chan amqp.Return
-	closed   <-chan *amqp.Error
-	blocked  <-chan amqp.Blocking
-	inflight []pending // FIFO, at most cfg.Window
-	retry    []uint32  // unconfirmed when a session died; published first
+	ch      *amqp.Channel
+	returns <-chan amqp.Return
+	closed  <-chan *amqp.Error
+	blocked <-chan amqp.Blocking
 
-	next uint32    // next seq to publish for the first time
-	sha  hash.Hash // over the payloads before next; the read-ahead owns it once started
-	sum  string    // the file's SHA-256, once the last segment has been read
+	// out is every outstanding segment: published (or taken to publish)
+	// and not yet confirmed, with the CRC-32C of its payload as first
+	// read. A seq leaves it only on the broker's ack.
+	out      map[uint32]uint32
+	inflight []pending // published on this channel, FIFO, at most ConfirmWindow
+	retry    []uint32  // outstanding and to be published again, in order
 
-	sendState
-	connected   bool // a session has reached the broker; only then reconnect
+	next      uint32        // next seq to take from the read-ahead
+	sha       hash.Hash     // over the payloads before next; the read-ahead owns it once started
+	fold      *crcFold      // likewise, the CRC fold
+	sum       string        // the file's SHA-256, once the last segment has been read
+	nackDelay time.Duration // wait before the next republish after a nack
+
+	st          sendState
+	jr          *journal.Journal // nil: progress is not recorded
+	saved       uint32           // the watermark last recorded
+	connected   bool             // a session has reached the broker; only then reconnect
 	lastConfirm time.Time
 	lastSave    time.Time
-	stateBroken bool
 	res         SendResult
+}
+
+// inputError explains a read that failed because the file shrank.
+func (p *publisher) inputError(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		now := int64(-1)
+		if fi, serr := p.file.Stat(); serr == nil {
+			now = fi.Size()
+		}
+		return fmt.Errorf("%w: %s was %d bytes when checked and is now %d (%v); nothing was published from the missing bytes", ErrInputChanged, p.file.Name(), p.size, now, err)
+	}
+	return err
 }
 
 // SegmentHeaders returns the headers segmq's producer puts on a segment:
@@ -324,13 +404,22 @@ func segmentHeaders(transfer string, mss int, size int64, crc uint32, sha256 str
 	return h
 }
 
-// republish reads segment seq again and publishes it.
+// republish reads segment seq again and publishes it, unpacked. The bytes
+// must be those first read: the same CRC-32C.
 func (p *publisher) republish(ctx context.Context, seq uint32) error {
 	body, err := p.split.Segment(seq, p.rebuf)
 	if err != nil {
-		return err
+		return p.inputError(err)
 	}
-	return p.publish(ctx, seq, body, crc32.Checksum(body[segment.HeaderSize:], castagnoli), false)
+	crc := crc32.Checksum(body[segment.HeaderSize:], castagnoli)
+	if want := p.out[seq]; crc != want {
+		return fmt.Errorf("%w: segment %d (offset %d) reads back with CRC-32C %08x, %08x when first sent", ErrInputChanged, seq, int64(seq)*int64(p.cfg.MSS), crc, want)
+	}
+	err = p.publish(ctx, seq, body, crc, false)
+	if err == nil {
+		p.log.Debug("republished", "seq", seq)
+	}
+	return err
 }
 
 // publish sends one body. The caller may reuse body afterwards:
@@ -338,10 +427,10 @@ func (p *publisher) republish(ctx context.Context, seq uint32) error {
 // returns. The caller bounds the window with drain.
 func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc uint32, packed bool) error {
 	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", p.cfg.Topology.Name(), true, false, amqp.Publishing{
-		Headers:      segmentHeaders(p.cfg.Transfer, p.cfg.MSS, p.sendState.Size, crc, p.sum, packed),
+		Headers:      segmentHeaders(p.st.Transfer, p.cfg.MSS, p.size, crc, p.sum, packed),
 		ContentType:  "application/octet-stream",
 		DeliveryMode: amqp.Persistent,
-		MessageId:    p.cfg.Transfer + "/" + strconv.FormatUint(uint64(seq), 10),
+		MessageId:    p.st.Transfer + "/" + strconv.FormatUint(uint64(seq), 10),
 		AppId:        "segmq",
 		Body:         body,
 	})
@@ -357,8 +446,9 @@ func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc ui
 	return nil
 }
 
-// drain waits for confirms until at most keep publishes are in flight.
-// A nacked segment is read again and republished.
+// drain takes in confirms until at most keep publishes are in flight. A
+// confirmed segment leaves the outstanding set; a nacked one goes to the
+// retry queue (it stays outstanding) and the next republish waits.
 func (p *publisher) drain(ctx context.Context, keep int) error {
 	for len(p.inflight) > keep {
 		head := p.inflight[0]
@@ -368,20 +458,25 @@ func (p *publisher) drain(ctx context.Context, keep int) error {
 		}
 		p.inflight = p.inflight[1:]
 		if !ok {
-			p.res.Republished++
-			p.log.Warn("broker nacked a segment; republishing", "seq", head.seq)
-			if err := p.republish(ctx, head.seq); err != nil {
-				return err
-			}
+			p.retry = append(p.retry, head.seq)
+			p.nackDelay = min(max(2*p.nackDelay, 50*time.Millisecond), 5*time.Second)
+			p.log.Warn("broker nacked a segment; republishing after a pause", "seq", head.seq, "pause", p.nackDelay)
 			continue
 		}
-		p.lastConfirm = time.Now()
-		p.confirmed()
+		delete(p.out, head.seq)
+		p.lastConfirm, p.nackDelay = time.Now(), 0
+		p.saveWatermark(false)
 	}
 	return nil
 }
 
 func (p *publisher) wait(ctx context.Context, dc *amqp.DeferredConfirmation) (bool, error) {
+	var timeout <-chan time.Time
+	if p.cfg.Timeout > 0 {
+		t := time.NewTimer(max(p.cfg.Timeout-time.Since(p.lastConfirm), 0) + time.Millisecond)
+		defer t.Stop()
+		timeout = t.C
+	}
 	for {
 		select {
 		case <-dc.Done():
@@ -414,6 +509,11 @@ func (p *publisher) wait(ctx context.Context, dc *amqp.DeferredConfirmation) (bo
 			}
 		case e := <-p.closed:
 			return false, p.explain(closeError(e))
+		case <-timeout:
+			if err := p.checkTimeout(errors.New("waiting for a confirm")); err != nil {
+				return false, err
+			}
+			timeout = time.After(10 * time.Millisecond)
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}

@@ -1,130 +1,215 @@
 package transfer
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"os"
 
-	"github.com/segmq/segmq/internal/fsutil"
+	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/segment"
+	"github.com/segmq/segmq/snapfile"
 )
 
-// sendState is the producer's progress, kept in IN.segmq-send while a
-// transfer runs and removed when it completes. Confirmed is a watermark:
-// every seq below it was confirmed by the broker.
+// ErrInputChanged: the input file's bytes changed between the check and
+// the send (or during the send). Nothing built from the changed bytes is
+// ever given the checked file's digest.
+var ErrInputChanged = errors.New("the input file changed during the send")
+
+// sendState is the producer's progress, kept in IN.segmq-send (a journal,
+// package journal) while a transfer runs and removed when it completes:
+//
+//	'H' JSON sendState    first: which transfer, and of what bytes
+//	'W' u32 LE            a confirmed watermark: every seq below it was confirmed
+//
+// Fold identifies the input's content: it is a digest of the CRC-32C of
+// every segment's payload, so a resume of a file whose bytes changed since
+// (even at the same size and modification time) is refused.
 type sendState struct {
-	Transfer  string `json:"transfer"`
-	MSS       int    `json:"mss"`
-	Size      int64  `json:"size"`
-	ModTime   int64  `json:"mtime_ns"`
-	Confirmed uint32 `json:"confirmed"`
+	Transfer string `json:"transfer"`
+	MSS      int    `json:"mss"`
+	Size     int64  `json:"size"`
+	Fold     string `json:"fold"`
+}
+
+const (
+	recSendHeader = 'H'
+	recWatermark  = 'W'
+)
+
+// crcFold computes the per-segment CRC-32C of a byte stream cut at MSS
+// and folds them, in order, into one digest. Written to as an io.Writer.
+type crcFold struct {
+	mss  int
+	n    int // bytes of the current segment so far
+	crc  uint32
+	segs uint32
+	fold hash.Hash
+}
+
+func newCRCFold(mss int) *crcFold { return &crcFold{mss: mss, fold: sha256.New()} }
+
+func (c *crcFold) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		k := min(c.mss-c.n, len(p))
+		c.crc = crc32.Update(c.crc, castagnoli, p[:k])
+		c.n += k
+		p = p[k:]
+		if c.n == c.mss {
+			c.add(c.crc)
+			c.crc, c.n = 0, 0
+		}
+	}
+	return total, nil
+}
+
+// add folds one segment's CRC.
+func (c *crcFold) add(crc uint32) {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], crc)
+	c.fold.Write(b[:])
+	c.segs++
+}
+
+// sum ends the stream: a short last segment (or the one empty segment of
+// an empty file) is folded too.
+func (c *crcFold) sum() string {
+	if c.n > 0 || c.segs == 0 {
+		c.add(c.crc)
+		c.crc, c.n = 0, 0
+	}
+	return hex.EncodeToString(c.fold.Sum(nil))
+}
+
+// scanInput reads the input once: it folds every segment's CRC-32C and,
+// unless raw, checks that the file is a complete snapshot (framing walk).
+func scanInput(f io.ReaderAt, size int64, mss int, raw bool) (string, error) {
+	fold := newCRCFold(mss)
+	r := io.TeeReader(io.NewSectionReader(f, 0, size), fold)
+	if !raw {
+		if _, _, err := snapfile.Check(r); err != nil {
+			return "", fmt.Errorf("not a complete snapshot (%w); pass --raw to send any file", err)
+		}
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return "", err
+	}
+	return fold.sum(), nil
 }
 
 // loadResume reads the state file: with Resume it continues that
 // transfer; without, an existing state is an error that says what to do.
-func (p *publisher) loadResume() error {
+func (p *publisher) loadResume() (*sendState, uint32, error) {
 	if p.cfg.State == "-" {
 		if p.cfg.Resume {
-			return errors.New("--resume needs a state file")
+			return nil, 0, errors.New("--resume needs a state file")
 		}
-		return nil
+		return nil, 0, nil
 	}
-	raw, err := os.ReadFile(p.cfg.State)
+	recs, err := journal.Read(p.cfg.State, 'P')
 	if errors.Is(err, os.ErrNotExist) {
 		if p.cfg.Resume {
-			return fmt.Errorf("--resume: no interrupted transfer recorded in %s", p.cfg.State)
+			return nil, 0, fmt.Errorf("--resume: no interrupted transfer recorded in %s", p.cfg.State)
 		}
-		return nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return err
+		return nil, 0, fmt.Errorf("state file: %w; delete it to start a new transfer", err)
 	}
 	var st sendState
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("state file %s is corrupt (%v); delete it to start a new transfer", p.cfg.State, err)
+	var confirmed uint32
+	if len(recs) == 0 || recs[0].Type != recSendHeader || json.Unmarshal(recs[0].Data, &st) != nil {
+		return nil, 0, fmt.Errorf("state file %s has no transfer record; delete it to start a new transfer", p.cfg.State)
+	}
+	for _, r := range recs[1:] {
+		if r.Type == recWatermark && len(r.Data) == 4 {
+			confirmed = binary.LittleEndian.Uint32(r.Data)
+		}
 	}
 	if !p.cfg.Resume {
-		return fmt.Errorf("%w: transfer %s, %d segments confirmed, recorded in %s; pass --resume to continue it, or delete that file to start a new transfer",
-			ErrUnfinished, st.Transfer, st.Confirmed, p.cfg.State)
+		return nil, 0, fmt.Errorf("%w: transfer %s, %d segments confirmed, recorded in %s; pass --resume to continue it, or delete that file to start a new transfer",
+			ErrUnfinished, st.Transfer, confirmed, p.cfg.State)
 	}
 	switch {
-	case st.Size != p.sendState.Size || st.ModTime != p.sendState.ModTime:
-		return fmt.Errorf("cannot resume transfer %s: the input changed since (size %d→%d); delete %s to start a new transfer", st.Transfer, st.Size, p.sendState.Size, p.cfg.State)
+	case st.Size != p.size:
+		return nil, 0, fmt.Errorf("cannot resume transfer %s: the input changed since (size %d→%d); delete %s to start a new transfer", st.Transfer, st.Size, p.size, p.cfg.State)
 	case st.MSS != p.cfg.MSS:
-		return fmt.Errorf("cannot resume transfer %s: it used --mss %d, not %d", st.Transfer, st.MSS, p.cfg.MSS)
+		return nil, 0, fmt.Errorf("cannot resume transfer %s: it used --mss %d, not %d", st.Transfer, st.MSS, p.cfg.MSS)
 	case p.cfg.Transfer != "" && p.cfg.Transfer != st.Transfer:
-		return fmt.Errorf("cannot resume: %s records transfer %s, not %s", p.cfg.State, st.Transfer, p.cfg.Transfer)
+		return nil, 0, fmt.Errorf("cannot resume: %s records transfer %s, not %s", p.cfg.State, st.Transfer, p.cfg.Transfer)
 	}
-	p.sendState = st
-	p.next = st.Confirmed
-	p.res.Resumed = st.Confirmed
-	p.log.Info("resuming transfer", "transfer", st.Transfer, "confirmed", st.Confirmed)
-	return nil
+	return &st, confirmed, nil
 }
 
-// hashPrefix brings the SHA-256 up to the resume point by reading the
-// already-confirmed prefix of the file once.
+// hashPrefix brings the SHA-256 and the CRC fold up to the resume point
+// by reading the already-confirmed prefix of the file once.
 func (p *publisher) hashPrefix() error {
-	if p.next == 0 {
-		return nil
-	}
-	n := min(int64(p.next)*int64(p.cfg.MSS), p.sendState.Size)
-	if _, err := io.Copy(p.sha, io.NewSectionReader(p.file, 0, n)); err != nil {
-		return err
-	}
-	if p.next == p.split.Total() {
-		p.sum = hashHex(p.sha)
+	buf := make([]byte, segment.HeaderSize+p.cfg.MSS)
+	for seq := uint32(0); seq < p.next; seq++ {
+		body, err := p.split.Segment(seq, buf)
+		if err != nil {
+			return p.inputError(err)
+		}
+		p.sha.Write(body[segment.HeaderSize:])
+		p.fold.add(crc32.Checksum(body[segment.HeaderSize:], castagnoli))
 	}
 	return nil
 }
 
-// confirmed advances the watermark after the head of the window was
-// confirmed, and saves it now and then.
-func (p *publisher) confirmed() {
-	low := p.next
-	for _, pd := range p.inflight {
-		low = min(low, pd.seq)
-	}
-	for _, seq := range p.retry {
-		low = min(low, seq)
-	}
-	if low <= p.sendState.Confirmed {
+// stateRecords is the whole state in two records.
+func (p *publisher) stateRecords() []journal.Record {
+	js, _ := json.Marshal(p.st)
+	return []journal.Record{{Type: recSendHeader, Data: js},
+		{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, p.saved)}}
+}
+
+// saveWatermark records the confirmed watermark: the lowest seq that is
+// outstanding (published or to be republished, and not confirmed), or
+// the next to publish when none is. No seq at or above an outstanding one
+// is ever counted as confirmed.
+func (p *publisher) saveWatermark(force bool) {
+	if p.jr == nil {
 		return
 	}
-	p.sendState.Confirmed = low
-	if p.cfg.State == "-" || p.stateBroken || (p.lastConfirm.Sub(p.lastSave) < saveEvery && low < p.split.Total()) {
+	low := p.next
+	for seq := range p.out {
+		low = min(low, seq)
+	}
+	if low <= p.saved || (!force && p.lastConfirm.Sub(p.lastSave) < saveEvery && low < p.split.Total()) {
 		return
 	}
 	p.lastSave = p.lastConfirm
-	if err := p.saveState(); err != nil {
-		p.stateBroken = true
-		p.log.Warn("cannot record progress; this transfer will not be resumable", "state", p.cfg.State, "err", err)
+	err := p.jr.Append(journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, low)})
+	if err == nil && p.jr.Size() > 64<<10 {
+		p.saved = low
+		err = p.jr.Rewrite(p.stateRecords()...)
 	}
+	if err != nil {
+		p.jr.Close()
+		p.jr = nil
+		p.log.Warn("cannot record progress; this transfer will not be resumable", "state", p.cfg.State, "err", err)
+		return
+	}
+	p.saved = low
 }
 
 const saveEvery = 250e6 // ns: 250ms
 
-func (p *publisher) saveState() error {
-	js, err := json.Marshal(p.sendState)
-	if err != nil {
-		return err
-	}
-	return fsutil.WriteAtomic(p.cfg.State, func(f *os.File) error {
-		_, err := f.Write(js)
-		return err
-	})
-}
-
 func (p *publisher) removeState() {
-	if p.cfg.State == "-" {
+	if p.jr == nil {
 		return
 	}
-	if err := os.Remove(p.cfg.State); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := p.jr.Remove(); err != nil {
 		p.log.Warn("remove state", "err", err)
 	}
+	p.jr = nil
 }
 
 func hashHex(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }

@@ -1,0 +1,398 @@
+package transfer
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/segmq/segmq/internal/fsutil"
+	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/segment"
+)
+
+// partFile owns everything the consumer keeps on disk for one --out:
+//
+//	OUT.part        the file being assembled, written at each segment's offset
+//	OUT.part.state  its journal (package journal): the binding, then what is
+//	                placed and durable, and the producer's SHA-256 once known
+//	OUT.part.lock   an exclusive lock, held from open to close; it names the
+//	                holder, so a second consumer on the same --out fails at
+//	                once and says who has it
+//
+// It is the only writer of all three. place writes a payload; persist
+// makes everything placed so far durable (fsync of .part, then a journal
+// append, itself fsynced) and only after persist may the caller ack those
+// deliveries; commit checks size and SHA-256 and renames .part to OUT.
+//
+// Journal records (type, data):
+//
+//	'H' JSON binding                    first, written when the transfer is bound
+//	'P' facts, then runs                segments placed and durable since the last 'P'
+//	    facts: mss u32, total u32, size i64, flags u8 (1: size known); runs: (first u32, n u32)*
+//	'D' 64 hex digits                   the producer's SHA-256 of the file
+//	'B' segment.Assembler binary        the whole received set (written when the
+//	                                    journal is rewritten to stay small)
+type partFile struct {
+	out, path, statePath, lockPath string
+	log                            *slog.Logger
+	window                         uint32
+
+	lock *fsutil.Lock
+	f    *os.File
+	jr   *journal.Journal // nil until bound
+	asm  *segment.Assembler
+	b    *binding // nil until bound
+	sha  string   // the producer's SHA-256, once known
+	hash *hasher
+
+	runs      []segment.Run // placed since the last persist
+	shaDirty  bool          // sha learnt since the last persist
+	resumed   uint32
+	committed bool
+}
+
+const (
+	recBinding = 'H'
+	recPlaced  = 'P'
+	recDigest  = 'D'
+	recSet     = 'B'
+)
+
+// openPart locks out's work files and opens them: resuming what the
+// journal records, or (no journal, or restart) starting empty.
+func openPart(out string, restart bool, want string, window uint32, log *slog.Logger) (_ *partFile, err error) {
+	p := &partFile{out: out, path: out + ".part", statePath: out + ".part.state", lockPath: out + ".part.lock", log: log, window: window}
+	if p.lock, err = fsutil.TryLock(p.lockPath); err != nil {
+		if errors.Is(err, fsutil.ErrLocked) {
+			return nil, fmt.Errorf("another consumer is restoring into %s (%w); wait for it to finish or stop it", out, err)
+		}
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if restart {
+		for _, f := range []string{p.path, p.statePath} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, err
+			}
+		}
+	}
+	jr, recs, err := journal.Open(p.statePath, 'C')
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		// No journal: nothing was ever acked into a .part here, so any
+		// .part is leftover bytes that nobody depends on.
+		if p.f, err = os.OpenFile(p.path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644); err != nil {
+			return nil, err
+		}
+		p.hash = newHasher(p.f)
+		return p, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w; pass --restart to start over", err)
+	}
+	p.jr = jr
+	if err := p.replay(recs); err != nil {
+		return nil, fmt.Errorf("%s: %w; pass --restart to start over", p.statePath, err)
+	}
+	if want != "" && p.b.Transfer != want {
+		return nil, fmt.Errorf("%s holds part of transfer %q, not %q; pass --restart to discard it", p.path, p.b.Transfer, want)
+	}
+	if p.f, err = os.OpenFile(p.path, os.O_RDWR, 0o644); err != nil {
+		return nil, fmt.Errorf("state file %s exists but its .part does not (%w); pass --restart to start over", p.statePath, err)
+	}
+	p.hash = newHasher(p.f)
+	p.resumed = p.asm.Received()
+	return p, nil
+}
+
+func (p *partFile) replay(recs []journal.Record) error {
+	if len(recs) == 0 || recs[0].Type != recBinding {
+		return errors.New("no binding record")
+	}
+	var b binding
+	if err := json.Unmarshal(recs[0].Data, &b); err != nil {
+		return fmt.Errorf("binding record: %w", err)
+	}
+	if err := p.newAssembler(&b); err != nil {
+		return err
+	}
+	for _, r := range recs[1:] {
+		switch r.Type {
+		case recPlaced:
+			f, runs, err := decodePlaced(r.Data)
+			if err != nil {
+				return err
+			}
+			if err := p.asm.Replay(f, runs); err != nil {
+				return err
+			}
+		case recSet:
+			if err := p.asm.UnmarshalBinary(r.Data); err != nil {
+				return err
+			}
+		case recDigest:
+			p.sha = string(r.Data)
+		default:
+			return fmt.Errorf("unknown record type %q", r.Type)
+		}
+	}
+	return nil
+}
+
+func (p *partFile) newAssembler(b *binding) error {
+	cfg := segment.Config{Window: p.window}
+	if !b.raw() {
+		cfg.MSS, cfg.Size, cfg.SizeKnown, cfg.Total = b.MSS, b.Size, true, b.Total
+	}
+	a, err := segment.NewAssembler(p.f0(), cfg)
+	if err != nil {
+		return err
+	}
+	p.asm, p.b = a, b
+	return nil
+}
+
+// f0 is the WriterAt for the assembler: the .part, opened later on resume.
+func (p *partFile) f0() writerAtFunc {
+	return func(b []byte, off int64) (int, error) { return p.f.WriteAt(b, off) }
+}
+
+type writerAtFunc func([]byte, int64) (int, error)
+
+func (w writerAtFunc) WriteAt(b []byte, off int64) (int, error) { return w(b, off) }
+
+// bound returns the binding, or nil.
+func (p *partFile) bound() *binding { return p.b }
+
+// bind records the transfer this part file is for, durably, before the
+// first segment of it is placed.
+func (p *partFile) bind(b binding) error {
+	if p.b != nil {
+		return errors.New("internal error: bound twice")
+	}
+	js, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	if err := p.newAssembler(&b); err != nil {
+		return err
+	}
+	if p.jr, err = journal.Create(p.statePath, 'C', journal.Record{Type: recBinding, Data: js}); err != nil {
+		p.asm, p.b = nil, nil
+		return fmt.Errorf("create %s: %w", p.statePath, err)
+	}
+	return nil
+}
+
+// place offers a segment to the assembler and, when placed, hands the
+// hasher what became contiguous. buf is payload's pooled buffer, or nil.
+func (p *partFile) place(h segment.Header, payload []byte, buf *[]byte) (segment.Outcome, error) {
+	o, err := p.asm.Add(h, payload)
+	if err != nil || o != segment.Placed {
+		return o, err
+	}
+	if n := len(p.runs); n > 0 && p.runs[n-1].First+p.runs[n-1].N == h.Seq {
+		p.runs[n-1].N++
+	} else {
+		p.runs = append(p.runs, segment.Run{First: h.Seq, N: 1})
+	}
+	p.advanceHash(h.Seq, payload, buf)
+	return o, nil
+}
+
+// setDigest records the producer's SHA-256 (made durable by the next
+// persist, before the segment that carried it is acked).
+func (p *partFile) setDigest(sha string) {
+	if p.sha == "" {
+		p.sha, p.shaDirty = sha, true
+	}
+}
+
+// persist makes every placed segment durable and records it. Only after
+// it returns nil may their deliveries be acked.
+func (p *partFile) persist() error {
+	if p.b == nil || (len(p.runs) == 0 && !p.shaDirty) {
+		return nil
+	}
+	if err := p.f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", p.path, err)
+	}
+	var recs []journal.Record
+	if p.shaDirty {
+		recs = append(recs, journal.Record{Type: recDigest, Data: []byte(p.sha)})
+	}
+	if len(p.runs) > 0 {
+		recs = append(recs, journal.Record{Type: recPlaced, Data: encodePlaced(p.asm.Facts(), p.runs)})
+	}
+	if err := p.jr.Append(recs...); err != nil {
+		return err
+	}
+	p.runs, p.shaDirty = p.runs[:0], false
+	// Appends are small; rewrite the journal as one received set when
+	// they outgrow it, so it never costs more than a few times the set.
+	set := int64(p.asm.Total())/8 + 64
+	if p.jr.Size() > max(4*set, 1<<20) {
+		return p.compact()
+	}
+	return nil
+}
+
+func (p *partFile) compact() error {
+	js, err := json.Marshal(p.b)
+	if err != nil {
+		return err
+	}
+	set, err := p.asm.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	recs := []journal.Record{{Type: recBinding, Data: js}, {Type: recSet, Data: set}}
+	if p.sha != "" {
+		recs = append(recs, journal.Record{Type: recDigest, Data: []byte(p.sha)})
+	}
+	return p.jr.Rewrite(recs...)
+}
+
+func encodePlaced(f segment.Facts, runs []segment.Run) []byte {
+	b := make([]byte, 0, 17+8*len(runs))
+	b = binary.LittleEndian.AppendUint32(b, uint32(f.MSS))
+	b = binary.LittleEndian.AppendUint32(b, f.Total)
+	b = binary.LittleEndian.AppendUint64(b, uint64(f.Size))
+	var flags byte
+	if f.SizeKnown {
+		flags = 1
+	}
+	b = append(b, flags)
+	for _, r := range runs {
+		b = binary.LittleEndian.AppendUint32(b, r.First)
+		b = binary.LittleEndian.AppendUint32(b, r.N)
+	}
+	return b
+}
+
+func decodePlaced(b []byte) (segment.Facts, []segment.Run, error) {
+	const fixed = 4 + 4 + 8 + 1
+	if len(b) < fixed || (len(b)-fixed)%8 != 0 {
+		return segment.Facts{}, nil, fmt.Errorf("placed record of %d bytes", len(b))
+	}
+	f := segment.Facts{
+		MSS:       int(binary.LittleEndian.Uint32(b)),
+		Total:     binary.LittleEndian.Uint32(b[4:]),
+		Size:      int64(binary.LittleEndian.Uint64(b[8:])),
+		SizeKnown: b[16]&1 != 0,
+	}
+	var runs []segment.Run
+	for rest := b[fixed:]; len(rest) > 0; rest = rest[8:] {
+		runs = append(runs, segment.Run{First: binary.LittleEndian.Uint32(rest), N: binary.LittleEndian.Uint32(rest[4:])})
+	}
+	return f, runs, nil
+}
+
+// advanceHash hands the hasher the part of the file that has become
+// contiguous since the last call: payload (segment seq, just placed) from
+// memory, the rest as ranges to read back from the .part.
+func (p *partFile) advanceHash(seq uint32, payload []byte, buf *[]byte) {
+	h, next := p.hash, p.asm.Next()
+	if h.next >= next {
+		if buf != nil {
+			unpackBufs.Put(buf)
+		}
+		return
+	}
+	mss := int64(p.asm.MSS())
+	from := int64(-1) // start of a range still to read back
+	readBack := func(to int64) {
+		if from >= 0 && to > from {
+			h.add(hashJob{off: from, n: to - from})
+		}
+		from = -1
+	}
+	handed := false
+	for s := h.next; s < next; s++ {
+		off := int64(s) * mss
+		if s == seq && payload != nil {
+			readBack(off)
+			h.add(hashJob{off: off, payload: payload, buf: buf})
+			handed = true
+		} else if from < 0 {
+			from = off
+		}
+	}
+	if !handed && buf != nil {
+		unpackBufs.Put(buf)
+	}
+	end := int64(next) * mss
+	if next == p.asm.Total() { // the last segment is placed, so the size is known
+		end, _ = p.asm.Size()
+	}
+	readBack(end)
+	h.next = next
+}
+
+// ErrNoDigest: a segmq transfer completed without the producer's SHA-256.
+var ErrNoDigest = errors.New("the producer's SHA-256 never arrived")
+
+// commit checks the assembled file against the producer's size and
+// SHA-256 and, only when they match (or for a seed-format transfer, which
+// has neither), puts it at out. It returns the digest and size found.
+func (p *partFile) commit() (sum string, n int64, err error) {
+	size, _ := p.asm.Size()
+	if err := p.f.Truncate(size); err != nil { // a resumed .part may be longer
+		return "", 0, err
+	}
+	p.advanceHash(0, nil, nil) // a resumed transfer may be complete without a placement
+	if sum, n, err = p.hash.sum(); err != nil {
+		return "", n, err
+	}
+	if !p.b.raw() {
+		switch {
+		case n != p.b.Size:
+			return sum, n, fmt.Errorf("%w: size %d, producer said %d; %s kept for inspection, %s untouched", ErrDigest, n, p.b.Size, p.path, p.out)
+		case p.sha == "":
+			return sum, n, fmt.Errorf("%w: %w; %s kept, %s untouched", ErrDigest, ErrNoDigest, p.path, p.out)
+		case sum != p.sha:
+			return sum, n, fmt.Errorf("%w: sha256 %s, producer said %s; %s kept for inspection, %s untouched", ErrDigest, sum, p.sha, p.path, p.out)
+		}
+	}
+	if err := p.f.Sync(); err != nil {
+		return sum, n, err
+	}
+	if err := p.f.Close(); err != nil {
+		return sum, n, err
+	}
+	p.f = nil
+	if err := fsutil.Commit(p.path, p.out); err != nil {
+		return sum, n, err
+	}
+	p.committed = true
+	if err := p.jr.Remove(); err != nil {
+		p.log.Warn("remove state", "err", err)
+	}
+	p.jr = nil
+	return sum, n, nil
+}
+
+// close releases everything; the files stay for a resume unless commit
+// put the result in place.
+func (p *partFile) close() {
+	if p.hash != nil {
+		p.hash.stop()
+	}
+	if p.f != nil {
+		p.f.Close()
+		p.f = nil
+	}
+	if p.jr != nil {
+		p.jr.Close()
+		p.jr = nil
+	}
+	if err := p.lock.Unlock(); err != nil {
+		p.log.Warn("remove lock", "err", err)
+	}
+}
