@@ -26,7 +26,10 @@ func TestUsage(t *testing.T) {
 		stderr string
 	}{
 		{nil, `--out is required`},
-		{[]string{"--out", "x", "--prefetch", "0"}, `--prefetch must be >= 1`},
+		{[]string{"--out", "x", "--prefetch", "0"}, `--prefetch must be between 1 and 65535 \(AMQP's limit\), got 0`},
+		// amqp091-go would truncate 65536 to a uint16 0: unlimited.
+		{[]string{"--out", "x", "--prefetch", "65536"}, `--prefetch must be between 1 and 65535 \(AMQP's limit\), got 65536`},
+		{[]string{"--out", "x", "--max-mss", "0"}, `--max-mss must be between 1 and \d+, got 0`},
 		{[]string{"--out", "x", "--queue-type", "stream"}, `queue type "stream"`},
 		{[]string{"--out", "x", "--timeout", "soon"}, `invalid value "soon"`},
 		{[]string{"--out", "x", "extra"}, `unexpected argument "extra"`},

@@ -9,32 +9,61 @@
 //	segmq-transfer  string  transfer id, one per producer run
 //	segmq-mss       int64   maximum payload size
 //	segmq-size      int64   file size in bytes
-//	segmq-crc32c    int64   CRC-32C (Castagnoli) of this segment's payload
-//	segmq-sha256    string  hex SHA-256 of the whole file (on the last segment)
+//	segmq-crc32c    int64   CRC-32C (Castagnoli) of this segment's payload as sent
+//	segmq-sha256    string  hex SHA-256 of the whole file (required on the last segment)
 //	segmq-encoding  string  "zstd" when the payload is one zstd frame
+//	segmq-moved     int64   times a consumer moved this message to the queue's tail
 //
 // plus delivery mode persistent, content type application/octet-stream and
-// message id "<transfer>/<seq>".
+// message id "<transfer>/<seq>". A message with any segmq header must carry
+// transfer, mss, size and crc32c; only a message with none of them is a
+// seed-format segment.
 //
-// Send: file ─► Check (framing walk) ─► read-ahead goroutine: Splitter
-// into a ring of reused buffers, SHA-256 of the file and CRC-32C of each
-// payload, once per byte (and zstd, with --compress) ─► publisher: publish
-// (mandatory, persistent) ─► confirm window (bounded; a nack is
-// republished) ─► summary. Hashing overlaps the wait for confirms.
+// # Send
 //
-// Receive: deliveries ─► headers and body checked (bad: nack without
-// requeue ─► dead-letter queue, with a log line) ─► other transfer: nack
-// with requeue, paced ─► zstd decoded if so marked ─► Assembler.Add writes
-// the payload at seq×MSS in <out>.part ─► hasher goroutine: SHA-256 of the
-// contiguous prefix as it grows (payloads from memory; segments placed
-// ahead of a gap read back once) ─► every FsyncEvery segments or
-// FsyncInterval: fsync .part, save the received set to <out>.part.state,
-// then ack ─► complete: cancel the consumer and settle what the broker
-// had already sent, check size and SHA-256, rename to <out>.
+//	file ─► scanInput: framing check + fold of every segment's CRC-32C (one read)
+//	     ─► read-ahead goroutine: Splitter into a ring of reused buffers; SHA-256 of
+//	        the file, CRC-32C and fold of each payload, zstd with --compress
+//	     ─► publisher: publish (mandatory, persistent) ─► confirm window ─► summary
 //
-// Segments the reorder window cannot take yet are parked (held unacked)
-// and retried after progress; when the parking lot is full the oldest is
-// nacked with requeue (one message, never multiple). RabbitMQ puts a
-// requeued message back at or near the head of the queue, so requeues
-// without progress are paced with a growing delay instead of spinning.
+// The publisher keeps one outstanding set: every seq taken to publish and
+// not yet acked by the broker, with its payload's CRC-32C. A nack or a lost
+// channel puts the seq in the retry queue; it leaves the set only on an
+// ack, and the watermark recorded for --resume is min(outstanding ∪
+// {next}). Republishes after a nack are paced, and --timeout bounds them.
+// The SHA-256 rides on the last segment only if the bytes sent fold to the
+// CRCs of the bytes checked, and a republished segment must read back with
+// its first CRC: a file changed during the send fails with ErrInputChanged.
+//
+// # Receive
+//
+//	delivery ─► acker.track(tag)
+//	         ─► classifier (pure): dead-letter | set aside | place
+//	         ─► zstd decode when marked, shape checked again
+//	         ─► partFile.bind (first accepted segment only) ─► partFile.place
+//	         ─► held while beyond the reorder window (at most prefetch-1)
+//	flush    ─► partFile.persist (fsync .part, journal append) ─► acker: done ─► ack
+//	complete ─► cancel, settle what was prefetched ─► partFile.commit: size,
+//	            SHA-256, fsync, rename to --out
+//
+// Each job has one owner:
+//   - partFile (partfile.go) owns OUT.part, its journal OUT.part.state and
+//     the lock OUT.part.lock; nothing is acked that persist has not made
+//     durable, and commit is the only way to --out.
+//   - classifier (classify.go) is a pure function of headers, body and the
+//     binding; a transfer is bound only by a segment that passed every
+//     check, so one bad message cannot capture the consumer.
+//   - acker (acker.go) tracks every delivery tag of a channel and acks a
+//     prefix with one multiple-ack, never past an unsettled delivery.
+//   - the receiver (receive.go) moves deliveries between them, and the
+//     reconnect loop (retry.go) is shared with Send.
+//
+// A delivery the consumer cannot take now (another transfer's, or held
+// too long beyond the window) is moved to the queue's tail: a confirmed,
+// persistent copy is published, then the original is acked. RabbitMQ
+// returns a requeued message to the head of the queue, so nack(requeue)
+// cannot get a consumer past a backlog, and on quorum queues (4.0–4.2)
+// every requeue spends the delivery limit; a copy at the tail does
+// neither. A crash between confirm and ack leaves a duplicate, which the
+// consumer of that transfer drops. Set-asides with no progress are paced.
 package transfer

@@ -149,9 +149,9 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if err != nil {
 		return SendResult{}, err
 	}
-	fold, err := scanInput(f, p.size, cfg.MSS, cfg.Raw)
+	fold, err := scanInput(path, f, p.size, cfg.MSS, cfg.Raw)
 	if err != nil {
-		return SendResult{}, fmt.Errorf("%s: %w", path, err)
+		return SendResult{}, err
 	}
 	p.st = sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: p.size, Fold: fold}
 	if resumed != nil {

@@ -90,16 +90,16 @@ func (c *crcFold) sum() string {
 
 // scanInput reads the input once: it folds every segment's CRC-32C and,
 // unless raw, checks that the file is a complete snapshot (framing walk).
-func scanInput(f io.ReaderAt, size int64, mss int, raw bool) (string, error) {
+func scanInput(path string, f io.ReaderAt, size int64, mss int, raw bool) (string, error) {
 	fold := newCRCFold(mss)
 	r := io.TeeReader(io.NewSectionReader(f, 0, size), fold)
 	if !raw {
 		if _, _, err := snapfile.Check(r); err != nil {
-			return "", fmt.Errorf("not a complete snapshot (%w); pass --raw to send any file", err)
+			return "", fmt.Errorf("%s is not a complete snapshot (%w); pass --raw to send any file", path, err)
 		}
 	}
 	if _, err := io.Copy(io.Discard, r); err != nil {
-		return "", err
+		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	return fold.sum(), nil
 }

@@ -1,0 +1,74 @@
+package transfer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/segmq/segmq/segment"
+)
+
+// TestClassify: the classifier's answer for each kind of delivery, with
+// and without a binding. No broker: it is a pure function.
+func TestClassify(t *testing.T) {
+	const mss = 100
+	data := randData(1, 3*mss+10) // 4 segments
+	sum := sha256.Sum256(data)
+	sha := hex.EncodeToString(sum[:])
+	good := segmqBodies(t, "real", data, mss)
+	bogus := segmqBodies(t, "BOGUS", data, mss)
+	other := segmqBodies(t, "other", randData(2, 3*mss+10), mss)
+	seed := seedBodies(data, mss)
+	with := func(m msg, k string, v any) msg {
+		h := amqp.Table{}
+		for k, v := range m.headers {
+			h[k] = v
+		}
+		if v == nil {
+			delete(h, k)
+		} else {
+			h[k] = v
+		}
+		return msg{m.body, h}
+	}
+	absurd := segment.Header{Seq: 0, Total: segment.MaxTotal + 1}.Bytes()
+	bound := &binding{Transfer: "real", MSS: mss, Size: int64(len(data)), Total: 4}
+	cases := []struct {
+		name   string
+		cls    classifier
+		b      *binding
+		m      msg
+		act    action
+		reason string
+	}{
+		{"first good segment binds", classifier{maxMSS: MaxMSS}, nil, good[1], actPlace, ""},
+		{"bad CRC is dead even unbound", classifier{maxMSS: MaxMSS}, nil, with(bogus[0], HdrCRC, int64(1)), actDead, "CRC-32C"},
+		{"another transfer once bound", classifier{maxMSS: MaxMSS}, bound, other[0], actAside, ""},
+		{"not the wanted transfer, unbound", classifier{want: "real", maxMSS: MaxMSS}, nil, other[2], actAside, ""},
+		{"seed-format when a transfer is wanted", classifier{want: "real", maxMSS: MaxMSS}, nil, seed[0], actAside, ""},
+		{"seed-format while bound to segmq", classifier{maxMSS: MaxMSS}, bound, seed[0], actAside, ""},
+		{"mss over --max-mss", classifier{maxMSS: 50}, nil, good[0], actDead, "--max-mss"},
+		{"seed payload over --max-mss", classifier{maxMSS: 50}, nil, seed[0], actDead, "--max-mss"},
+		{"last segment without sha", classifier{maxMSS: MaxMSS}, nil, with(good[3], HdrSHA256, nil), actDead, "carries no segmq-sha256"},
+		{"no size header", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrSize, nil), actDead, "segmq-size missing"},
+		{"no crc header", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrCRC, nil), actDead, "segmq-crc32c missing"},
+		{"size disagrees with binding", classifier{maxMSS: MaxMSS}, &binding{Transfer: "real", MSS: mss, Size: int64(len(data)) + 1, Total: 4}, good[0], actDead, "disagree"},
+		{"other digest than the transfer's", classifier{maxMSS: MaxMSS, digest: strings.Repeat("ab", 32)}, bound, good[3], actDead, "different file SHA-256"},
+		{"same digest", classifier{maxMSS: MaxMSS, digest: sha}, bound, good[3], actPlace, ""},
+		{"absurd total", classifier{maxMSS: MaxMSS}, nil, msg{append(absurd[:], data[:mss]...), good[0].headers}, actDead, "exceeds the configured limit"},
+		{"short body", classifier{maxMSS: MaxMSS}, nil, msg{[]byte{1}, good[0].headers}, actDead, "shorter than the 8-byte header"},
+	}
+	for _, c := range cases {
+		v := c.cls.classify(c.b, c.m.headers, c.m.body)
+		if v.act != c.act || !strings.Contains(v.reason, c.reason) {
+			t.Errorf("%s: action %d reason %q, want %d with %q", c.name, v.act, v.reason, c.act, c.reason)
+		}
+		if v.act == actPlace && !bytes.Equal(v.payload, c.m.body[8:]) {
+			t.Errorf("%s: payload not the body's", c.name)
+		}
+	}
+}

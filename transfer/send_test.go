@@ -1,0 +1,113 @@
+package transfer
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/rabbit"
+	"github.com/segmq/segmq/segment"
+)
+
+// TestSendRefusesOverLimit: a file the consumer could not take (more
+// segments than segment.MaxTotal) is refused before anything is
+// published; the broker URL is never even dialled.
+func TestSendRefusesOverLimit(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "huge.bin")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 600 << 30 // sparse: 600 GiB at MSS 4096 is 157M segments
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = Send(context.Background(), p, SendConfig{Dial: rabbit.DialConfig{URL: "amqp://guest:guest@127.0.0.1:1/"}, MSS: 4096, Raw: true})
+	if !errors.Is(err, segment.ErrTotalTooLarge) || !strings.Contains(err.Error(), "use an MSS of at least 4800") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestResumeRefusesChangedContent: a state file records the fold of the
+// input's segment CRCs; a resume of a file whose bytes changed since (same
+// size) is refused, with what to do.
+func TestResumeRefusesChangedContent(t *testing.T) {
+	e := newEnv(t)
+	data := randData(60, 10_000)
+	in := e.file("in.bin", data)
+	st := sendState{Transfer: "t1", MSS: 1000, Size: int64(len(data)), Fold: strings.Repeat("0", 64)}
+	js, _ := json.Marshal(st)
+	j, err := journal.Create(in+".segmq-send", 'P', journal.Record{Type: recSendHeader, Data: js},
+		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 1000, Raw: true, Resume: true})
+	if err == nil || !strings.Contains(err.Error(), "content changed") || !strings.Contains(err.Error(), "delete") {
+		t.Fatalf("err = %v", err)
+	}
+	// Without --resume the interrupted transfer is reported, not overwritten.
+	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 1000, Raw: true})
+	if !errors.Is(err, ErrUnfinished) || !strings.Contains(err.Error(), "4 segments confirmed") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestResumeSendsOnlyUnconfirmed: with a recorded watermark of 6 of 10,
+// the resumed producer publishes exactly the last 4 segments, and the
+// consumer, given the first 6 from elsewhere, restores the file.
+func TestResumeSendsOnlyUnconfirmed(t *testing.T) {
+	e := newEnv(t)
+	const mss = 1000
+	data := randData(61, 10*mss-1)
+	in := e.file("in.bin", data)
+	fold, err := scanInput(in, mustOpen(t, in), int64(len(data)), mss, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: fold}
+	js, _ := json.Marshal(st)
+	j, err := journal.Create(in+".segmq-send", 'P', journal.Record{Type: recSendHeader, Data: js},
+		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, 6)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	res, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, Resume: true, Log: e.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != 6 || res.Transfer != "resumed" {
+		t.Fatalf("resumed %d transfer %q", res.Resumed, res.Transfer)
+	}
+	if n := e.queueDepth(e.topo.Name()); n != 4 {
+		t.Fatalf("the resumed producer published %d segments, want 4", n)
+	}
+	if _, err := os.Stat(in + ".segmq-send"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("state file left after a complete send")
+	}
+	e.publish(segmqBodies(t, "resumed", data, mss)[:6])
+	out := filepath.Join(e.dir, "out.bin")
+	r := e.receive(e.receiveCfg(out))
+	e.mustEqualFile(out, data)
+	if !r.Verified || r.SHA256 != res.SHA256 {
+		t.Fatalf("verified %v, sha %s vs producer %s", r.Verified, r.SHA256, res.SHA256)
+	}
+}
+
+func mustOpen(t *testing.T, p string) *os.File {
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
