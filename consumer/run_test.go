@@ -45,15 +45,17 @@ func TestUsage(t *testing.T) {
 }
 
 // TestTimeoutExitCode: nothing to consume ends with exit 1, a one-line
-// reason, and no --out.
+// reason, and no --out, and no work files either (nothing was bound).
 func TestTimeoutExitCode(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "db.bin")
 	_, stderr, code := runCLI(t, "--out", out, "--url", brokertest.URL(t), "--queue", brokertest.Queue(t), "--timeout", "500ms")
-	if code != 1 || !regexp.MustCompile(`consumer: transfer incomplete: timed out: no segment for 500ms; no segment received`).MatchString(stderr) {
+	if code != 1 || !regexp.MustCompile(`consumer: transfer incomplete: timed out: no segment for 500ms; no segment of the first to arrive received\n$`).MatchString(stderr) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Fatal("--out exists after a failed run")
+	for _, p := range []string{out, out + ".part", out + ".part.state", out + ".part.lock"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s exists after a run that received nothing", p)
+		}
 	}
 }
 

@@ -387,6 +387,10 @@ func (p *partFile) close() {
 	if p.f != nil {
 		p.f.Close()
 		p.f = nil
+		if p.b == nil {
+			// Never bound: nothing was placed, nothing to resume.
+			os.Remove(p.path)
+		}
 	}
 	if p.jr != nil {
 		p.jr.Close()

@@ -323,12 +323,18 @@ func (r *receiver) settle(ctx context.Context, deliveries <-chan amqp.Delivery) 
 }
 
 func (r *receiver) incomplete(why error) error {
-	have := "no segment received"
+	have := "no segment of " + orFirst(r.cfg.Transfer, nil) + " received"
 	if b := r.part.bound(); b != nil {
 		have = fmt.Sprintf("%d of %d segments of transfer %q received", r.part.asm.Received(), r.part.asm.Total(), b.Transfer)
 		if miss := r.part.asm.Missing(nil, 5); len(miss) > 0 {
 			have += fmt.Sprintf(", first missing %v", miss)
 		}
+	}
+	if r.res.SetAside > 0 {
+		have += fmt.Sprintf("; %d segments of other transfers (or beyond the window) moved to the queue's tail", r.res.SetAside)
+	}
+	if r.part.bound() == nil {
+		return fmt.Errorf("%w: %w; %s", ErrIncomplete, why, have)
 	}
 	return fmt.Errorf("%w: %w; %s; %s kept, run again to resume", ErrIncomplete, why, have, r.part.path)
 }
