@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/rabbit"
@@ -110,4 +111,30 @@ func mustOpen(t *testing.T, p string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// TestSeedFormatSurvivesAMove: a consumer waiting for another transfer
+// moves seed-format segments to the tail; the copies carry only
+// segmq-moved, so they are still seed-format, and a later consumer
+// restores them exactly.
+func TestSeedFormatSurvivesAMove(t *testing.T) {
+	e := newEnv(t)
+	const mss = 100
+	data := randData(62, 7*mss+3)
+	e.publish(seedBodies(data, mss))
+	cfg := e.receiveCfg(filepath.Join(e.dir, "other.bin"))
+	cfg.Transfer, cfg.Timeout = "someone-else", 700*time.Millisecond
+	res, err := Receive(context.Background(), cfg)
+	if !errors.Is(err, ErrIncomplete) || res.SetAside < 8 || !strings.Contains(err.Error(), "moved to the queue's tail") {
+		t.Fatalf("set aside %d, err %v", res.SetAside, err)
+	}
+	if n := e.queueDepth(e.topo.Name()); n != 8 {
+		t.Fatalf("queue holds %d, want the 8 seed segments", n)
+	}
+	out := filepath.Join(e.dir, "out.bin")
+	r := e.receive(e.receiveCfg(out))
+	e.mustEqualFile(out, data)
+	if r.Verified || r.Transfer != "" || r.DeadLettered != 0 {
+		t.Fatalf("verified %v transfer %q dead %d: want an unverified seed-format transfer", r.Verified, r.Transfer, r.DeadLettered)
+	}
 }
