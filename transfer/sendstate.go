@@ -175,14 +175,14 @@ func (p *publisher) stateRecords() []journal.Record {
 // the next to publish when none is. No seq at or above an outstanding one
 // is ever counted as confirmed.
 func (p *publisher) saveWatermark(force bool) {
-	if p.jr == nil {
+	if p.jr == nil || (!force && p.lastConfirm.Sub(p.lastSave) < saveEvery && p.next < p.split.Total()) {
 		return
 	}
 	low := p.next
 	for seq := range p.out {
 		low = min(low, seq)
 	}
-	if low <= p.saved || (!force && p.lastConfirm.Sub(p.lastSave) < saveEvery && low < p.split.Total()) {
+	if low <= p.saved {
 		return
 	}
 	p.lastSave = p.lastConfirm
