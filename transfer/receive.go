@@ -238,7 +238,11 @@ func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	r.returns = ch.NotifyReturn(make(chan amqp.Return, 16))
 	r.tag = fmt.Sprintf("segmq-consumer-%d-%d", os.Getpid(), time.Now().UnixNano())
-	deliveries, err := ch.ConsumeWithContext(ctx, r.cfg.Topology.Name(), r.tag, false, false, false, false, nil)
+	// Not ConsumeWithContext: on cancel, its goroutine sends basic.cancel
+	// while the deferred channel close waits for its close-ok, and
+	// amqp091-go 1.16 can hand that reply to the wrong caller, leaving
+	// Close (and Ctrl-C) blocked for ever. The loop watches ctx itself.
+	deliveries, err := ch.Consume(r.cfg.Topology.Name(), r.tag, false, false, false, false, nil)
 	if err != nil {
 		return lost(fmt.Errorf("consume %s: %w", r.cfg.Topology.Name(), err))
 	}
