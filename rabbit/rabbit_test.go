@@ -98,10 +98,21 @@ func freePort(t *testing.T) int {
 // TestTLS runs a broker with a TLS listener that requires client
 // certificates from a locally generated CA, and dials it over amqps://.
 func TestTLS(t *testing.T) {
-	if !localbroker.Installed() {
+	if !localbroker.Installed(localbroker.RootFromEnv()) {
 		t.Fatal(localbroker.ErrNotInstalled)
 	}
+	// The node reads the PEM files; from a root (RabbitMQ 4) they must lie
+	// inside it, and the config names them as the node sees them.
+	root := localbroker.RootFromEnv()
 	dir := t.TempDir()
+	if root != "" {
+		var err error
+		if dir, err = os.MkdirTemp(filepath.Join(root, "tmp"), "segmq-tls-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	inside := func(p string) string { return strings.TrimPrefix(p, strings.TrimSuffix(root, "/")) }
 	os.Chmod(dir, 0o755)
 	newCA(t, dir, "good")
 	newCA(t, dir, "other")
@@ -111,10 +122,10 @@ ssl_options.cacertfile = %s
 ssl_options.certfile = %s
 ssl_options.keyfile = %s
 ssl_options.verify = verify_peer
-ssl_options.fail_if_no_peer_cert = true`, port, filepath.Join(dir, "good-ca.pem"), filepath.Join(dir, "good-server.pem"), filepath.Join(dir, "good-server.key"))
+ssl_options.fail_if_no_peer_cert = true`, port, inside(filepath.Join(dir, "good-ca.pem")), inside(filepath.Join(dir, "good-server.pem")), inside(filepath.Join(dir, "good-server.key")))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b, err := localbroker.Start(ctx, localbroker.Options{Config: conf})
+	b, err := localbroker.Start(ctx, localbroker.Options{Config: conf, Root: localbroker.RootFromEnv()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,16 @@
 // It uses /usr/lib/rabbitmq/bin directly: the /usr/sbin wrappers switch
 // to the rabbitmq user and reset HOME, and the CLI then cannot find the
 // node's Erlang cookie.
+//
+// With Options.Root the node runs from another Debian root instead (for
+// RabbitMQ 4.0.5 on Erlang 27: a debootstrap'd trixie root, whose Erlang
+// needs trixie's libc). Each command then runs as
+//
+//	unshare -m sh -c 'mount -t proc proc ROOT/proc && exec chroot ROOT CMD…'
+//
+// in a private mount namespace, so /proc is mounted for the node alone and
+// vanishes with it: nothing is left to unmount. The chroot shares the
+// host's network, so the node listens on the host's loopback.
 package localbroker
 
 import (
@@ -40,6 +50,10 @@ type Options struct {
 	Config string
 	// Log receives the server's stdout/stderr; nil discards them.
 	Log io.Writer
+	// Root is a Debian root holding another rabbitmq-server (see the
+	// package doc); "" means the host's. Dir must then lie inside it ("":
+	// a new directory under ROOT/tmp).
+	Root string
 }
 
 // Broker is a running (or stopped) local node.
@@ -50,6 +64,7 @@ type Broker struct {
 	DistPort int
 	EpmdPort int
 	URL      string // amqp://guest:guest@127.0.0.1:PORT/
+	Root     string // "" for the host's rabbitmq-server
 
 	ownDir bool
 	log    io.Writer
@@ -57,10 +72,39 @@ type Broker struct {
 	exited chan struct{}
 }
 
-// Installed reports whether the rabbitmq-server package is present.
-func Installed() bool {
-	_, err := os.Stat(filepath.Join(BinDir, "rabbitmq-server"))
+// Installed reports whether the rabbitmq-server package is present, on
+// the host or (root != "") in that root.
+func Installed(root string) bool {
+	_, err := os.Stat(filepath.Join(root, BinDir, "rabbitmq-server"))
 	return err == nil
+}
+
+// RootEnv names the environment variable that selects a root for every
+// node the project starts (tests, make run, make bench):
+// SEGMQ_RABBITMQ_ROOT=/var/cache/segmq/trixie-rabbitmq runs them on
+// RabbitMQ 4.0.5. Unset or empty: the host's rabbitmq-server.
+const RootEnv = "SEGMQ_RABBITMQ_ROOT"
+
+// RootFromEnv returns $SEGMQ_RABBITMQ_ROOT.
+func RootFromEnv() string { return os.Getenv(RootEnv) }
+
+// inside returns path as seen from within the root.
+func (b *Broker) inside(path string) string {
+	if b.Root == "" {
+		return path
+	}
+	rel, _ := filepath.Rel(b.Root, path)
+	return "/" + rel
+}
+
+// command runs name (a path as seen from the root) on the host or in the
+// root.
+func (b *Broker) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	if b.Root == "" {
+		return exec.CommandContext(ctx, name, args...)
+	}
+	script := `mount -t proc proc "$0/proc" && exec chroot "$0" "$@"`
+	return exec.CommandContext(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, b.Root, name}, args...)...)
 }
 
 func freePort() (int, error) {
@@ -75,19 +119,32 @@ func freePort() (int, error) {
 // Start creates (or reuses) the node directory, starts a private epmd and
 // the node, and returns once the node accepts AMQP connections.
 func Start(ctx context.Context, opts Options) (*Broker, error) {
-	if !Installed() {
+	if !Installed(opts.Root) {
+		if opts.Root != "" {
+			return nil, fmt.Errorf("localbroker: no rabbitmq-server in the root %s (scripts/setup.sh builds it with SEGMQ_RABBITMQ=4)", opts.Root)
+		}
 		return nil, ErrNotInstalled
 	}
-	b := &Broker{Dir: opts.Dir, Port: opts.Port, log: opts.Log}
+	b := &Broker{Dir: opts.Dir, Port: opts.Port, log: opts.Log, Root: opts.Root}
 	if b.log == nil {
 		b.log = io.Discard
 	}
 	var err error
+	if b.Root != "" {
+		if b.Root, err = filepath.Abs(b.Root); err != nil {
+			return nil, err
+		}
+	}
 	if b.Dir == "" {
-		if b.Dir, err = os.MkdirTemp("", "segmq-rabbit-"); err != nil {
+		if b.Dir, err = os.MkdirTemp(filepath.Join(b.Root, os.TempDir()), "segmq-rabbit-"); err != nil {
 			return nil, err
 		}
 		b.ownDir = true
+	} else if b.Dir, err = filepath.Abs(b.Dir); err != nil {
+		return nil, err
+	}
+	if rel, err := filepath.Rel(b.Root, b.Dir); b.Root != "" && (err != nil || strings.HasPrefix(rel, "..")) {
+		return nil, fmt.Errorf("localbroker: the node directory %s must lie inside the root %s", b.Dir, b.Root)
 	}
 	for _, p := range []*int{&b.Port, &b.DistPort, &b.EpmdPort} {
 		if *p == 0 {
@@ -130,21 +187,26 @@ func (b *Broker) writeFiles(extra string) error {
 }
 
 func (b *Broker) env() []string {
+	path := os.Getenv("PATH")
+	if b.Root != "" {
+		path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+	}
+	in := func(name string) string { return b.inside(filepath.Join(b.Dir, name)) }
 	env := []string{
-		"HOME=" + b.Dir,
-		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + b.inside(b.Dir),
+		"PATH=" + path,
 		"RABBITMQ_NODENAME=" + b.Node,
 		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
 		"RABBITMQ_NODE_PORT=" + strconv.Itoa(b.Port),
 		"RABBITMQ_DIST_PORT=" + strconv.Itoa(b.DistPort),
 		"ERL_EPMD_PORT=" + strconv.Itoa(b.EpmdPort),
 		"ERL_EPMD_ADDRESS=127.0.0.1",
-		"RABBITMQ_MNESIA_BASE=" + filepath.Join(b.Dir, "mnesia"),
-		"RABBITMQ_LOG_BASE=" + filepath.Join(b.Dir, "log"),
-		"RABBITMQ_PID_FILE=" + filepath.Join(b.Dir, "pid"),
-		"RABBITMQ_CONFIG_FILE=" + filepath.Join(b.Dir, "rabbitmq.conf"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(b.Dir, "enabled_plugins"),
-		"RABBITMQ_CONF_ENV_FILE=" + filepath.Join(b.Dir, "rabbitmq-env.conf"),
+		"RABBITMQ_MNESIA_BASE=" + in("mnesia"),
+		"RABBITMQ_LOG_BASE=" + in("log"),
+		"RABBITMQ_PID_FILE=" + in("pid"),
+		"RABBITMQ_CONFIG_FILE=" + in("rabbitmq.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + in("enabled_plugins"),
+		"RABBITMQ_CONF_ENV_FILE=" + in("rabbitmq-env.conf"),
 		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
 		"LANG=C.UTF-8",
 		"LC_ALL=C.UTF-8",
@@ -155,12 +217,12 @@ func (b *Broker) env() []string {
 // Start (re)starts a stopped node with its data, and waits until it
 // accepts AMQP connections.
 func (b *Broker) Start(ctx context.Context) error {
-	epmd := exec.Command("epmd", "-daemon", "-port", strconv.Itoa(b.EpmdPort), "-address", "127.0.0.1")
+	epmd := b.command(context.Background(), "epmd", "-daemon", "-port", strconv.Itoa(b.EpmdPort), "-address", "127.0.0.1")
 	epmd.Env = b.env()
 	if out, err := epmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("localbroker: epmd: %v: %s", err, out)
 	}
-	cmd := exec.Command(filepath.Join(BinDir, "rabbitmq-server"))
+	cmd := b.command(context.Background(), filepath.Join(BinDir, "rabbitmq-server"))
 	cmd.Env = b.env()
 	cmd.Dir = b.Dir
 	cmd.Stdout, cmd.Stderr = b.log, b.log
@@ -213,7 +275,7 @@ func probe(addr string) bool {
 
 // Ctl runs rabbitmqctl against the node.
 func (b *Broker) Ctl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(BinDir, "rabbitmqctl"), append([]string{"-n", b.Node}, args...)...)
+	cmd := b.command(ctx, filepath.Join(BinDir, "rabbitmqctl"), append([]string{"-n", b.Node}, args...)...)
 	cmd.Env = b.env()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -230,7 +292,7 @@ func (b *Broker) Stop() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	_, err := b.Ctl(ctx, "stop", filepath.Join(b.Dir, "pid"))
+	_, err := b.Ctl(ctx, "stop", b.inside(filepath.Join(b.Dir, "pid")))
 	select {
 	case <-b.exited:
 	case <-time.After(30 * time.Second):
@@ -274,6 +336,8 @@ func Attach(dir string) (*Broker, error) {
 			b.EpmdPort = n
 		case "URL":
 			b.URL = v
+		case "ROOT":
+			b.Root = v
 		}
 	}
 	return b, nil
@@ -281,21 +345,21 @@ func Attach(dir string) (*Broker, error) {
 
 // SaveEnv writes dir/broker.env so that Attach can find the node.
 func (b *Broker) SaveEnv() error {
-	s := fmt.Sprintf("NODE=%s\nPORT=%d\nDIST_PORT=%d\nEPMD_PORT=%d\nURL=%s\n", b.Node, b.Port, b.DistPort, b.EpmdPort, b.URL)
+	s := fmt.Sprintf("NODE=%s\nPORT=%d\nDIST_PORT=%d\nEPMD_PORT=%d\nURL=%s\nROOT=%s\n", b.Node, b.Port, b.DistPort, b.EpmdPort, b.URL, b.Root)
 	return os.WriteFile(filepath.Join(b.Dir, "broker.env"), []byte(s), 0o644)
 }
 
 // StopDetached stops a node started by another process: rabbitmqctl stop,
 // then its epmd.
 func (b *Broker) StopDetached(ctx context.Context) error {
-	_, err := b.Ctl(ctx, "stop", filepath.Join(b.Dir, "pid"))
+	_, err := b.Ctl(ctx, "stop", b.inside(filepath.Join(b.Dir, "pid")))
 	b.killEpmd()
 	return err
 }
 
 // killEpmd ends the node's private epmd, which outlives the node.
 func (b *Broker) killEpmd() {
-	kill := exec.Command("epmd", "-port", strconv.Itoa(b.EpmdPort), "-kill")
+	kill := b.command(context.Background(), "epmd", "-port", strconv.Itoa(b.EpmdPort), "-kill")
 	kill.Env = b.env()
 	kill.Run()
 }

@@ -9,12 +9,12 @@ import (
 )
 
 func TestStartStopRestart(t *testing.T) {
-	if !Installed() {
+	if !Installed(RootFromEnv()) {
 		t.Fatal(ErrNotInstalled) // never skip: the test command installs it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b, err := Start(ctx, Options{})
+	b, err := Start(ctx, Options{Root: RootFromEnv()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,6 +34,14 @@ func TestStartStopRestart(t *testing.T) {
 	}
 	if !probe("127.0.0.1:" + itoa(b.Port)) {
 		t.Fatal("port does not answer after restart")
+	}
+	// The version is the one asked for: the host's package, or the root's.
+	want := "3."
+	if b.Root != "" {
+		want = "4."
+	}
+	if out, err := b.Ctl(ctx, "version"); err != nil || !strings.HasPrefix(strings.TrimSpace(out), want) {
+		t.Fatalf("version %q (%v), want %s*", out, err, want)
 	}
 }
 

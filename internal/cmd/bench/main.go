@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	url := os.Getenv("AMQP_URL")
 	if url == "" {
-		b, err := localbroker.Start(ctx, localbroker.Options{})
+		b, err := localbroker.Start(ctx, localbroker.Options{Root: localbroker.RootFromEnv()})
 		if err != nil {
 			return fmt.Errorf("start a local broker: %w", err)
 		}

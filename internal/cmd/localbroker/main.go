@@ -28,6 +28,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("dir", "", "node directory (required)")
 	port := fs.Int("port", 0, "AMQP port (0 = a free one)")
 	config := fs.String("config", "", "extra rabbitmq.conf lines")
+	root := fs.String("root", localbroker.RootFromEnv(), "run rabbitmq-server from this Debian root (default $"+localbroker.RootEnv+"; --dir must lie inside it)")
 	if err := cli.Parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return b.StopDetached(ctx)
 	}
-	b, err := localbroker.Start(ctx, localbroker.Options{Dir: *dir, Port: *port, Config: *config})
+	b, err := localbroker.Start(ctx, localbroker.Options{Dir: *dir, Port: *port, Config: *config, Root: *root})
 	if err != nil {
 		return err
 	}
