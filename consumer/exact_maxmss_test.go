@@ -1,4 +1,3 @@
-
 package main
 
 // Defect 8 against the flag the fix introduces: consumer --max-mss N. It

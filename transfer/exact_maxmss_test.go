@@ -1,4 +1,3 @@
-
 package transfer
 
 // Regression tests for "Exact or loud" defect 8 against the API the fix

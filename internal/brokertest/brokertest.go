@@ -86,7 +86,7 @@ func start(ctx context.Context) (func(), error) {
 		}
 		fmt.Fprintf(os.Stderr, "brokertest: Docker answered but the container did not start (%v); using a local rabbitmq-server\n", err)
 	}
-	b, err := localbroker.Start(ctx, localbroker.Options{Config: os.Getenv("SEGMQ_TEST_BROKER_CONFIG")})
+	b, err := localbroker.Start(ctx, localbroker.Options{Config: os.Getenv("SEGMQ_TEST_BROKER_CONFIG"), Root: localbroker.RootFromEnv()})
 	if err != nil {
 		return nil, err
 	}
