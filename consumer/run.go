@@ -27,6 +27,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	procs := fs.Int("procs", defaultProcs(), "CPUs running Go code (GOMAXPROCS; default 1 unless $GOMAXPROCS is set). One covers one queue's rate; more let the garbage collector's idle workers take CPU a co-located broker needs")
 	id := fs.String("transfer", "", "take only this transfer id (default: the first that arrives)")
 	restart := fs.Bool("restart", false, "discard OUT.part and its state instead of resuming")
+	seedFormat := fs.Bool("seed-format", false, "also take seed-format segments (no segmq headers): such a transfer has no size or SHA-256 to verify, so by default they are moved aside")
 	verbose := fs.Bool("v", false, "debug logging")
 	var prof cli.Profile
 	prof.Register(fs)
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	log := cli.Logger(stderr, *verbose)
 	prog := cli.NewProgress(stderr, log, "received", 0)
 	res, err := transfer.Receive(ctx, transfer.ReceiveConfig{
-		Dial: dial, Topology: topo, Out: *out, ReorderWindow: uint32(*window), Prefetch: *prefetch, MaxMSS: *maxMSS,
+		Dial: dial, Topology: topo, Out: *out, ReorderWindow: uint32(*window), Prefetch: *prefetch, MaxMSS: *maxMSS, SeedFormat: *seedFormat,
 		Timeout: *timeout, Transfer: *id, AckEvery: *ackEvery, AckInterval: *ackInterval, Restart: *restart, Log: log,
 		Progress: func(n, total int64) { prog.Set(n) },
 	})

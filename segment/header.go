@@ -15,7 +15,7 @@ var (
 	ErrShortBody       = errors.New("segment: body shorter than the 8-byte header")
 	ErrZeroTotal       = errors.New("segment: total is 0")
 	ErrSeqOutOfRange   = errors.New("segment: seq >= total")
-	ErrTotalMismatch   = errors.New("segment: total differs from earlier segments of the transfer")
+	ErrTotalMismatch   = errors.New("segment: total differs from the transfer's (its earlier segments, or its size and MSS)")
 	ErrTotalTooLarge   = errors.New("segment: total exceeds the configured limit")
 	ErrPayloadTooLarge = errors.New("segment: payload longer than MSS")
 	ErrShortPayload    = errors.New("segment: non-final payload shorter than MSS")

@@ -52,8 +52,16 @@ type verdict struct {
 type classifier struct {
 	want   string // take only this transfer id ("" any)
 	maxMSS int    // refuse headers that claim a larger MSS
+	seed   bool   // take seed-format segments (no segmq headers: nothing to verify against)
 	digest string // the transfer's SHA-256, once known
 }
+
+// Why a delivery was set aside, for the consumer's hint.
+const (
+	asideOther    = "another transfer"
+	asideInstance = "the same transfer id with another size or MSS (an earlier run with the same --transfer?)"
+	asideSeed     = "seed-format (no segmq headers; pass --seed-format to take such a transfer, which cannot be verified)"
+)
 
 func dead(reason string, args ...any) verdict {
 	return verdict{act: actDead, reason: fmt.Sprintf(reason, args...)}
@@ -104,24 +112,24 @@ func (c *classifier) classify(b *binding, headers amqp.Table, body []byte) verdi
 			return dead("the last segment carries no %s: a segmq transfer is only taken with its digest", HdrSHA256)
 		}
 	}
-	// Whose is it?
-	if c.want != "" && m.Transfer != c.want {
-		return verdict{act: actAside, m: m, h: h}
-	}
-	if b == nil {
+	// Whose is it? A transfer is its id together with its MSS and size:
+	// a segment with the same id but another shape is another run that
+	// reused the id, set aside rather than dead-lettered, so that neither
+	// run can destroy the other.
+	aside := func(why string) verdict { return verdict{act: actAside, reason: why, m: m, h: h} }
+	switch {
+	case m.raw() && !c.seed:
+		return aside(asideSeed)
+	case c.want != "" && m.Transfer != c.want:
+		return aside(asideOther)
+	case b == nil:
 		return v
-	}
-	if m.Transfer != b.Transfer {
-		return verdict{act: actAside, m: m, h: h}
-	}
-	if !m.raw() {
-		switch {
-		case m.MSS != b.MSS || m.Size != b.Size || h.Total != b.Total:
-			return dead("headers disagree with the transfer: mss %d size %d total %d, transfer has mss %d size %d total %d (seq %d)",
-				m.MSS, m.Size, h.Total, b.MSS, b.Size, b.Total, h.Seq)
-		case m.SHA256 != "" && c.digest != "" && m.SHA256 != c.digest:
-			return dead("segment %d carries a different file SHA-256 (%s) than the transfer's (%s)", h.Seq, m.SHA256, c.digest)
-		}
+	case m.Transfer != b.Transfer:
+		return aside(asideOther)
+	case !m.raw() && (m.MSS != b.MSS || m.Size != b.Size || h.Total != b.Total):
+		return aside(asideInstance)
+	case !m.raw() && m.SHA256 != "" && c.digest != "" && m.SHA256 != c.digest:
+		return dead("segment %d carries a different file SHA-256 (%s) than the transfer's (%s)", h.Seq, m.SHA256, c.digest)
 	}
 	return v
 }

@@ -52,11 +52,14 @@ func TestClassify(t *testing.T) {
 		{"seed-format when a transfer is wanted", classifier{want: "real", maxMSS: MaxMSS}, nil, seed[0], actAside, ""},
 		{"seed-format while bound to segmq", classifier{maxMSS: MaxMSS}, bound, seed[0], actAside, ""},
 		{"mss over --max-mss", classifier{maxMSS: 50}, nil, good[0], actDead, "--max-mss"},
-		{"seed payload over --max-mss", classifier{maxMSS: 50}, nil, seed[0], actDead, "--max-mss"},
+		{"seed payload over --max-mss", classifier{maxMSS: 50, seed: true}, nil, seed[0], actDead, "--max-mss"},
+		{"seed-format not asked for", classifier{maxMSS: MaxMSS}, nil, seed[0], actAside, "--seed-format"},
+		{"seed-format asked for", classifier{maxMSS: MaxMSS, seed: true}, nil, seed[0], actPlace, ""},
+		{"same id, another size: another run", classifier{maxMSS: MaxMSS}, &binding{Transfer: "real", MSS: mss, Size: 7, Total: 1}, good[0], actAside, "another size"},
 		{"last segment without sha", classifier{maxMSS: MaxMSS}, nil, with(good[3], HdrSHA256, nil), actDead, "carries no segmq-sha256"},
 		{"no size header", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrSize, nil), actDead, "segmq-size missing"},
 		{"no crc header", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrCRC, nil), actDead, "segmq-crc32c missing"},
-		{"size disagrees with binding", classifier{maxMSS: MaxMSS}, &binding{Transfer: "real", MSS: mss, Size: int64(len(data)) + 1, Total: 4}, good[0], actDead, "disagree"},
+		{"size disagrees with binding", classifier{maxMSS: MaxMSS}, &binding{Transfer: "real", MSS: mss, Size: int64(len(data)) + 1, Total: 4}, good[0], actAside, "another size or MSS"},
 		{"other digest than the transfer's", classifier{maxMSS: MaxMSS, digest: strings.Repeat("ab", 32)}, bound, good[3], actDead, "different file SHA-256"},
 		{"same digest", classifier{maxMSS: MaxMSS, digest: sha}, bound, good[3], actPlace, ""},
 		{"absurd total", classifier{maxMSS: MaxMSS}, nil, msg{append(absurd[:], data[:mss]...), good[0].headers}, actDead, "exceeds the configured limit"},
@@ -67,7 +70,7 @@ func TestClassify(t *testing.T) {
 		if v.act != c.act || !strings.Contains(v.reason, c.reason) {
 			t.Errorf("%s: action %d reason %q, want %d with %q", c.name, v.act, v.reason, c.act, c.reason)
 		}
-		if v.act == actPlace && !bytes.Equal(v.payload, c.m.body[8:]) {
+		if v.act == actPlace && c.m.headers != nil && !bytes.Equal(v.payload, c.m.body[8:]) {
 			t.Errorf("%s: payload not the body's", c.name)
 		}
 	}

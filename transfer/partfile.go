@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -204,6 +205,19 @@ func (p *partFile) place(h segment.Header, payload []byte, buf *[]byte) (segment
 	}
 	p.advanceHash(h.Seq, payload, buf)
 	return o, nil
+}
+
+// samePayload reports whether payload equals what was placed for seq.
+func (p *partFile) samePayload(seq uint32, payload []byte) (bool, error) {
+	buf := make([]byte, len(payload))
+	n, err := p.f.ReadAt(buf, int64(seq)*int64(p.asm.MSS()))
+	if n == len(buf) {
+		err = nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(buf, payload), nil
 }
 
 // setDigest records the producer's SHA-256 (made durable by the next

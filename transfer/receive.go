@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,8 +59,13 @@ type ReceiveConfig struct {
 	// MaxMSS bounds the MSS a message's headers may claim (and so what
 	// one segment makes the consumer allocate); 0 means segment.MaxMSS,
 	// the producer's own limit.
-	MaxMSS   int
-	Log      *slog.Logger
+	MaxMSS int
+	// SeedFormat also takes seed-format segments (no segmq headers, from
+	// a producer in another language). Such a transfer has no size or
+	// digest to check, so by default they are set aside, and a stray
+	// headerless message can never become the consumer's output.
+	SeedFormat bool
+	Log        *slog.Logger
 	Progress func(bytes int64, total int64)
 }
 
@@ -93,6 +100,7 @@ type ReceiveResult struct {
 	Duplicates   int
 	Requeued     int // given back with nack(requeue) after a failed write
 	SetAside     int // other transfers' segments (and held ones) moved to the queue's tail
+	Conflicts    int // copies of a placed segment with other bytes, dead-lettered (counted in DeadLettered too)
 	DeadLettered int
 	Elapsed      time.Duration
 }
@@ -121,6 +129,7 @@ type receiver struct {
 	zstdLimit int
 
 	// Per session (channel).
+	conn    *amqp.Connection
 	ch      *amqp.Channel
 	tag     string // consumer tag
 	acks    *acker
@@ -130,8 +139,10 @@ type receiver struct {
 	moves   []move    // copies published to the tail, awaiting confirm
 
 	parkCap    int
-	unproduct  int // set-asides since the last placement
+	unproduct  int // set-asides since the last placement, or the last pause
+	passLen    int // set-asides that make one pass through the queue (0: not measured)
 	backoff    time.Duration
+	asides     map[string]int // set-asides by reason, for the hint
 	hinted     bool
 	lastFlush  time.Time
 	lastPlaced time.Time
@@ -172,8 +183,8 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	if cfg.MaxMSS == 0 {
 		cfg.MaxMSS = segment.MaxMSS
 	}
-	r := &receiver{cfg: cfg, log: cfg.Log, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS},
-		parkCap: max(cfg.Prefetch-1, 0), backoff: minBackoff}
+	r := &receiver{cfg: cfg, log: cfg.Log, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat},
+		parkCap: max(cfg.Prefetch-1, 0), backoff: minBackoff, asides: map[string]int{}}
 	if r.log == nil {
 		r.log = discard()
 	}
@@ -227,7 +238,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 // closes a channel that still works, it makes what it placed durable and
 // acks it, so a rerun does not receive it again.
 func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) (err error) {
-	r.ch, r.acks = ch, &acker{ch: ch}
+	r.conn, r.ch, r.acks = conn, ch, &acker{ch: ch}
 	r.placed, r.parked, r.moves = r.placed[:0], nil, nil
 	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {
 		return lost(fmt.Errorf("set prefetch: %w", err))
@@ -350,6 +361,7 @@ func (r *receiver) handle(ctx context.Context, d amqp.Delivery) error {
 	case actDead:
 		return r.dead(d, v.reason, v.m.Transfer)
 	case actAside:
+		r.asides[v.reason]++
 		return r.setAside(ctx, d)
 	}
 	s := heldSeg{d: d, m: v.m, h: v.h, payload: v.payload}
@@ -436,17 +448,29 @@ func (r *receiver) offer(s heldSeg) (segment.Outcome, error) {
 			r.cls.digest = s.m.SHA256
 		}
 		r.placed = append(r.placed, s.d.DeliveryTag)
-		r.unproduct, r.backoff, r.lastPlaced = 0, minBackoff, time.Now()
+		r.unproduct, r.passLen, r.backoff, r.lastPlaced = 0, 0, minBackoff, time.Now()
 		if r.cfg.Progress != nil {
 			size, _ := r.part.asm.Size()
 			r.cfg.Progress(int64(r.part.asm.Received())*int64(max(r.part.asm.MSS(), 1)), size)
 		}
 	case segment.Duplicate:
-		r.res.Duplicates++
-		r.placed = append(r.placed, s.d.DeliveryTag) // acked with the next batch
+		same, err := r.part.samePayload(s.h.Seq, s.payload)
 		if s.buf != nil {
 			unpackBufs.Put(s.buf)
 		}
+		if err != nil {
+			return 0, r.incomplete(fmt.Errorf("read back %s: %w", r.part.path, err))
+		}
+		if !same {
+			// Two copies of one segment that disagree, both with good
+			// CRCs: one of them is not the producer's. Which one cannot
+			// be known here, so the second is kept in the dead-letter
+			// queue, not dropped; the SHA-256 decides at the end.
+			r.res.Conflicts++
+			return 0, r.dead(s.d, fmt.Sprintf("segment %d conflicts with the copy already placed (same headers, other bytes); kept here in case that one was wrong", s.h.Seq), s.m.Transfer)
+		}
+		r.res.Duplicates++
+		r.placed = append(r.placed, s.d.DeliveryTag) // acked with the next batch
 	}
 	return o, nil
 }
@@ -467,8 +491,8 @@ func (r *receiver) hold(ctx context.Context, s heldSeg) error {
 }
 
 const (
-	minBackoff = 10 * time.Millisecond
-	maxBackoff = time.Second
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 30 * time.Second
 )
 
 // setAside moves a delivery to the queue's tail: a persistent copy is
@@ -479,28 +503,30 @@ const (
 // delivery limit; a copy at the tail does neither. A crash between the
 // confirm and the ack leaves a duplicate, never a loss.
 //
-// Set-asides with no placement in between are paced: once a whole
-// prefetch of them has gone by, the consumer pauses before each further
-// batch, so a queue holding only other transfers' segments is not spun.
+// Set-asides are paced by passes: once as many have gone by without a
+// placement as the queue held (measured), a whole pass through the queue
+// found nothing to take, and the consumer pauses (50 ms, doubling to 30 s)
+// before the next pass. A pass that places anything resets the pause, so
+// a transfer interleaved with another, or --window 1 with any arrival
+// order, is never slowed; a queue holding only other transfers' segments
+// is moved once per pause, not spun.
 func (r *receiver) setAside(ctx context.Context, d amqp.Delivery) error {
 	r.res.SetAside++
 	r.unproduct++
-	if r.unproduct > r.cfg.Prefetch && r.unproduct%r.cfg.Prefetch == 1 {
-		if !r.hinted {
-			r.hinted = true
-			next := uint32(0)
-			if r.part.bound() != nil {
-				next = r.part.asm.Next()
+	if r.unproduct > r.cfg.Prefetch {
+		if r.passLen == 0 {
+			r.passLen = r.measurePass()
+		}
+		if r.unproduct > r.passLen {
+			r.hint()
+			select {
+			case <-time.After(r.backoff):
+			case <-ctx.Done():
+				return r.incomplete(ctx.Err())
 			}
-			r.log.Warn("the queue holds segments this consumer cannot take now (another transfer's, or beyond --window); moving them to the tail and pacing",
-				"transfer", orFirst(r.cfg.Transfer, r.part.bound()), "next", next, "window", r.cfg.ReorderWindow, "prefetch", r.cfg.Prefetch)
+			r.backoff = min(2*r.backoff, maxBackoff)
+			r.unproduct, r.passLen = 0, 0
 		}
-		select {
-		case <-time.After(r.backoff):
-		case <-ctx.Done():
-			return r.incomplete(ctx.Err())
-		}
-		r.backoff = min(2*r.backoff, maxBackoff)
 	}
 	h := amqp.Table{}
 	for k, v := range d.Headers {
@@ -520,6 +546,41 @@ func (r *receiver) setAside(ctx context.Context, d amqp.Delivery) error {
 	}
 	r.moves = append(r.moves, move{tag: d.DeliveryTag, dc: dc})
 	return nil
+}
+
+// measurePass returns how many set-asides make one pass through the
+// queue: the ready messages (asked of the broker on a channel of its own)
+// plus what the broker has already sent ahead.
+func (r *receiver) measurePass() int {
+	ch, err := r.conn.Channel()
+	if err != nil {
+		return 2 * r.cfg.Prefetch
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(r.cfg.Topology.Name(), true, false, false, false, nil)
+	if err != nil {
+		return 2 * r.cfg.Prefetch
+	}
+	return q.Messages + r.cfg.Prefetch
+}
+
+// hint says once why the consumer is moving segments and pausing.
+func (r *receiver) hint() {
+	if r.hinted {
+		return
+	}
+	r.hinted = true
+	var why []string
+	for reason, n := range r.asides {
+		why = append(why, fmt.Sprintf("%d of %s", n, reason))
+	}
+	slices.Sort(why)
+	next := uint32(0)
+	if r.part.bound() != nil {
+		next = r.part.asm.Next()
+	}
+	r.log.Warn("a whole pass through the queue found nothing to take; moving what is not ours to the tail and pausing between passes. One queue per transfer avoids this",
+		"waiting_for", orFirst(r.cfg.Transfer, r.part.bound()), "next", next, "window", r.cfg.ReorderWindow, "set_aside", strings.Join(why, "; "))
 }
 
 // settleMoves acks the originals of confirmed copies; with wait, it waits
@@ -604,6 +665,9 @@ func (r *receiver) finish() error {
 	sum, n, err := r.part.commit()
 	r.res.Segments, r.res.Bytes, r.res.SHA256 = r.part.asm.Total(), n, sum
 	if err != nil {
+		if r.res.Conflicts > 0 && errors.Is(err, ErrDigest) {
+			err = fmt.Errorf("%w; %d copies of placed segments with other bytes went to %s: one of each pair is not the producer's", err, r.res.Conflicts, r.cfg.Topology.DeadQueue())
+		}
 		return err
 	}
 	if r.part.bound().raw() {

@@ -123,7 +123,7 @@ func TestSeedFormatSurvivesAMove(t *testing.T) {
 	data := randData(62, 7*mss+3)
 	e.publish(seedBodies(data, mss))
 	cfg := e.receiveCfg(filepath.Join(e.dir, "other.bin"))
-	cfg.Transfer, cfg.Timeout = "someone-else", 700*time.Millisecond
+	cfg.Transfer, cfg.Timeout, cfg.SeedFormat = "someone-else", 700*time.Millisecond, true
 	res, err := Receive(context.Background(), cfg)
 	if !errors.Is(err, ErrIncomplete) || res.SetAside < 8 || !strings.Contains(err.Error(), "moved to the queue's tail") {
 		t.Fatalf("set aside %d, err %v", res.SetAside, err)
@@ -131,8 +131,16 @@ func TestSeedFormatSurvivesAMove(t *testing.T) {
 	if n := e.queueDepth(e.topo.Name()); n != 8 {
 		t.Fatalf("queue holds %d, want the 8 seed segments", n)
 	}
+	// Without --seed-format they are set aside too, never taken.
+	cfg = e.receiveCfg(filepath.Join(e.dir, "default.bin"))
+	cfg.Timeout = 700 * time.Millisecond
+	if res, err := Receive(context.Background(), cfg); !errors.Is(err, ErrIncomplete) || res.SetAside < 8 {
+		t.Fatalf("without SeedFormat: set aside %d, err %v", res.SetAside, err)
+	}
 	out := filepath.Join(e.dir, "out.bin")
-	r := e.receive(e.receiveCfg(out))
+	cfg = e.receiveCfg(out)
+	cfg.SeedFormat = true
+	r := e.receive(cfg)
 	e.mustEqualFile(out, data)
 	if r.Verified || r.Transfer != "" || r.DeadLettered != 0 {
 		t.Fatalf("verified %v transfer %q dead %d: want an unverified seed-format transfer", r.Verified, r.Transfer, r.DeadLettered)

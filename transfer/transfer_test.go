@@ -329,7 +329,9 @@ func TestArrivalOrders(t *testing.T) {
 				msgs := order(bodies)
 				e.publish(msgs)
 				out := filepath.Join(e.dir, "out.bin")
-				res := e.receive(e.receiveCfg(out))
+				cfg := e.receiveCfg(out)
+				cfg.SeedFormat = format == "seed"
+				res := e.receive(cfg)
 				e.mustEqualFile(out, data)
 				// Duplicates that arrive after completion stay in the queue:
 				// seen + left must account for every extra copy.
@@ -428,8 +430,8 @@ func TestMalformedDeadLettered(t *testing.T) {
 		{"payload > MSS", msg{hdr(1, 11, long), with(HdrCRC, int64(crc32.Checksum(long, castagnoli)))}, "longer than MSS"},
 		{"short non-final", msg{hdr(1, 11, payload[:10]), with(HdrCRC, int64(crc32.Checksum(payload[:10], castagnoli)))}, "shorter than MSS"},
 		{"crc mismatch", msg{hdr(1, 11, payload), with(HdrCRC, int64(12345))}, "CRC-32C"},
-		{"size disagrees", msg{hdr(1, 11, payload), with(HdrSize, int64(5000))}, "disagree"},
-		{"mss disagrees", msg{hdr(1, 11, payload), with(HdrMSS, int64(99))}, "disagree"},
+		{"size disagrees", msg{hdr(1, 11, payload), with(HdrSize, int64(5000))}, "total differs from the transfer's (its earlier segments, or its size and MSS) (seq 1, total 11, payload 100 bytes): size 5000 at MSS 100"},
+		{"mss disagrees", msg{hdr(1, 11, payload), with(HdrMSS, int64(99))}, "longer than MSS (seq 1, total 11, payload 100 bytes): MSS 99"},
 		{"bad mss type", msg{hdr(1, 11, payload), with(HdrMSS, "big")}, "segmq-mss"},
 		{"bad sha", msg{hdr(1, 11, payload), with(HdrSHA256, "zz")}, "segmq-sha256"},
 		{"headers without transfer", msg{hdr(1, 11, payload), amqp.Table{HdrMSS: int64(100)}}, "without segmq-transfer"},

@@ -47,7 +47,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Errors. Open wraps them with the path.
 var (
 	ErrOldFormat = errors.New("journal: state file written by an older segmq (not a journal)")
-	ErrCorrupt   = errors.New("journal: corrupt state file header")
+	ErrCorrupt   = errors.New("journal: corrupt state file")
 	ErrKind      = errors.New("journal: state file belongs to the other command")
 )
 
@@ -167,20 +167,43 @@ func read(f *os.File, kind byte) ([]Record, int64, error) {
 	}
 	var recs []Record
 	off := headerSize
-	for off+8 <= len(raw) {
+	for off < len(raw) {
+		if off+8 > len(raw) {
+			break // torn: the last append was cut inside a record header
+		}
 		n := int(binary.LittleEndian.Uint32(raw[off:]))
 		crc := binary.LittleEndian.Uint32(raw[off+4:])
 		if n < 1 || n > MaxRecord || off+8+n > len(raw) {
-			break
+			break // torn: the record runs past the end of the file
 		}
 		body := raw[off+8 : off+8+n]
 		if crc32.Checksum(body, castagnoli) != crc {
+			// A crash can only tear what was appended last. A bad
+			// record with more after it is damage, not a torn tail:
+			// dropping it, and all that follows, would forget durable
+			// (and acked) state without a word.
+			if rest := len(raw) - (off + 8 + n); rest > 0 && validRecordAt(raw, off+8+n) {
+				return nil, 0, fmt.Errorf("%w: the record at offset %d fails its CRC-32C and %d bytes of records follow it", ErrCorrupt, off, rest)
+			}
 			break
 		}
 		recs = append(recs, Record{Type: body[0], Data: body[1:]})
 		off += 8 + n
 	}
 	return recs, int64(off), nil
+}
+
+// validRecordAt reports whether a whole record with a good CRC starts at
+// off: the sign that a bad record before it is not the torn tail.
+func validRecordAt(raw []byte, off int) bool {
+	if off+8 > len(raw) {
+		return false
+	}
+	n := int(binary.LittleEndian.Uint32(raw[off:]))
+	if n < 1 || n > MaxRecord || off+8+n > len(raw) {
+		return false
+	}
+	return crc32.Checksum(raw[off+8:off+8+n], castagnoli) == binary.LittleEndian.Uint32(raw[off+4:])
 }
 
 // Append writes recs at the end and fsyncs: once it returns nil they

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -144,5 +145,26 @@ func TestRewrite(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(p + ".*"); len(left) > 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// TestMidCorruptionIsAnError: a bad record with good records after it is
+// damage, not a torn tail: Open refuses instead of forgetting them.
+func TestMidCorruptionIsAnError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "j")
+	j, _ := Create(p, 'C', Record{'H', []byte("h")})
+	mid := j.Size()
+	for i := 0; i < 3; i++ {
+		j.Append(Record{'P', []byte{byte(i), 1, 2, 3}})
+	}
+	j.Close()
+	b, _ := os.ReadFile(p)
+	b[mid+9] ^= 0xff // the data of the first 'P' record
+	os.WriteFile(p, b, 0o644)
+	if _, _, err := Open(p, 'C'); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "records follow it") {
+		t.Fatalf("err = %v", err)
+	}
+	if after, _ := os.ReadFile(p); !bytes.Equal(after, b) {
+		t.Fatal("a refused journal was modified")
 	}
 }
