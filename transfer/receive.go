@@ -66,7 +66,7 @@ type ReceiveConfig struct {
 	// headerless message can never become the consumer's output.
 	SeedFormat bool
 	Log        *slog.Logger
-	Progress func(bytes int64, total int64)
+	Progress   func(bytes int64, total int64)
 }
 
 // Validate says what is wrong with c.
