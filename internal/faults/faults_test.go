@@ -21,6 +21,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/segmq/segmq/internal/brokertest"
+	"github.com/segmq/segmq/internal/localbroker"
 	"github.com/segmq/segmq/internal/tcpproxy"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
@@ -507,14 +508,18 @@ func TestBrokerStaysDown(t *testing.T) {
 // final, not a lost connection: the producer must stop at once with
 // advice, not reconnect and republish the same body for ever.
 func TestMessageTooLarge(t *testing.T) {
-	b := brokertest.Local(t)
-	ctx := context.Background()
-	if _, err := b.Ctl(ctx, "eval", "application:set_env(rabbit, max_message_size, 8192)."); err != nil {
+	// A node of its own, configured at boot: RabbitMQ 4 reads
+	// max_message_size once, so changing it at run time (which 3.x
+	// honours) has no effect there.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := localbroker.Start(ctx, localbroker.Options{Config: "max_message_size = 8192", Root: localbroker.RootFromEnv()})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Ctl(ctx, "eval", "application:set_env(rabbit, max_message_size, 134217728).") })
+	t.Cleanup(func() { b.Close() })
 	f := newFixture(t, 5_000)
-	prod := f.start(f.url, "producer", "--in", f.in, "--mss", "16384", "--state", "-")
+	prod := f.start(b.URL, "producer", "--in", f.in, "--mss", "16384", "--state", "-")
 	mustExit(t, prod, 1, 20*time.Second)
 	out := prod.out.String()
 	if !strings.Contains(out, "max_message_size") || !strings.Contains(out, "lower --mss") || strings.Contains(out, "reconnecting") {
