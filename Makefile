@@ -24,11 +24,12 @@ test:
 	scripts/setup.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Formatting, vet, generated code up to date, compose file valid.
+# Formatting, vet, staticcheck, generated code up to date, compose file valid.
 lint:
 	SEGMQ_SETUP_COMPOSE=1 scripts/setup.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	$(GO) generate ./proto/...
 	@git diff --exit-code -- proto || { echo "lint: generated code is stale: run go generate ./proto/... and commit"; exit 1; }
 	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; else docker compose -f docker-compose.yml config -q; fi

@@ -44,8 +44,6 @@ func TestTopologyValidate(t *testing.T) {
 	}
 }
 
-type pki struct{ ca, caKey, dir string }
-
 func writePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {

@@ -7,10 +7,6 @@ import (
 
 const benchMSS = 64 << 10
 
-type discardAt struct{}
-
-func (discardAt) WriteAt(p []byte, off int64) (int, error) { return len(p), nil }
-
 func BenchmarkSplit(b *testing.B) {
 	data := make([]byte, 64<<20)
 	s, _ := NewSplitter(bytes.NewReader(data), int64(len(data)), benchMSS)
