@@ -3,6 +3,7 @@ module github.com/segmq/segmq
 go 1.26.8
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/klauspost/compress v1.20.3
 	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/testcontainers/testcontainers-go v0.44.0

@@ -186,9 +186,13 @@ func (p *Progress) setLocked(n int64) []any {
 	}
 	p.last = now
 	rate := p.rateLocked(now)
-	args := []any{p.unit, n, "MB/s", fmt.Sprintf("%.1f", rate/1e6)}
-	if p.unit != "bytes" {
-		args = []any{p.unit, n, p.unit + "/s", fmt.Sprintf("%.0f", rate)}
+	args := []any{p.unit, n}
+	switch {
+	case rate <= 0: // the first Set: no rate yet
+	case p.unit == "bytes":
+		args = append(args, "MB/s", fmt.Sprintf("%.1f", rate/1e6))
+	default:
+		args = append(args, p.unit+"/s", fmt.Sprintf("%.0f", rate))
 	}
 	if p.total > 0 {
 		args = append(args, "percent", fmt.Sprintf("%.1f", 100*float64(n)/float64(p.total)))
