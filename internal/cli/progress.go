@@ -310,7 +310,13 @@ func (p *Progress) line(now time.Time, width int) string {
 	}
 	switch {
 	case p.done:
-		tail = ", in " + now.Sub(p.start).Round(100*time.Millisecond).String()
+		el := now.Sub(p.start)
+		if el < time.Second {
+			el = el.Round(time.Millisecond)
+		} else {
+			el = el.Round(100 * time.Millisecond)
+		}
+		tail = ", in " + el.String()
 	case p.total > 0 && rate > 0:
 		tail = ", ETA " + p.etaLocked(rate).String()
 	}
