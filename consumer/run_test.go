@@ -89,7 +89,7 @@ func TestProducerConsumerCLI(t *testing.T) {
 		t.Fatalf("consumer stdout %q", stdout)
 	}
 	// Off a terminal: log lines only, the first saying what it waits for.
-	if strings.ContainsAny(stderr, "\r\x1b") || !regexp.MustCompile(`^time=\S+ level=INFO msg="waiting for segments" queue=` + queue + ` `).MatchString(stderr) {
+	if strings.ContainsAny(stderr, "\r\x1b") || !regexp.MustCompile(`^time=\S+ level=INFO msg="waiting for segments" queue=`+queue+` `).MatchString(stderr) {
 		t.Fatalf("consumer stderr %q", stderr)
 	}
 	a, _ := os.ReadFile(in)
