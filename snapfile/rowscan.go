@@ -53,17 +53,17 @@ var wireOf = [...]protowire.Type{
 // encoding of a Row record; kinds may then hold partial results.
 func scanRow(b []byte, kinds []uint8) (tableID uint32, _ []uint8, ok bool) {
 	// Record: field 3 (row), length-delimited, and nothing after it.
-	num, typ, n := protowire.ConsumeTag(b)
+	num, typ, n := consumeTag(b)
 	if n < 0 || num != 3 || typ != protowire.BytesType {
 		return 0, kinds, false
 	}
-	row, m := protowire.ConsumeBytes(b[n:])
+	row, m := consumeBytes(b[n:])
 	if m < 0 || n+m != len(b) {
 		return 0, kinds, false
 	}
 	seenID := false
 	for len(row) > 0 {
-		num, typ, n := protowire.ConsumeTag(row)
+		num, typ, n := consumeTag(row)
 		if n < 0 {
 			return 0, kinds, false
 		}
@@ -76,7 +76,7 @@ func scanRow(b []byte, kinds []uint8) (tableID uint32, _ []uint8, ok bool) {
 			}
 			tableID, seenID, row = uint32(v), true, row[n:]
 		case num == 2 && typ == protowire.BytesType:
-			val, n := protowire.ConsumeBytes(row)
+			val, n := consumeBytes(row)
 			if n < 0 {
 				return 0, kinds, false
 			}
@@ -95,7 +95,7 @@ func scanRow(b []byte, kinds []uint8) (tableID uint32, _ []uint8, ok bool) {
 
 // scanValue reads a Value that has exactly one kind, of its wire type.
 func scanValue(b []byte) (uint8, bool) {
-	num, typ, n := protowire.ConsumeTag(b)
+	num, typ, n := consumeTag(b)
 	if n < 0 || num < kindNull || num > kindTimestamp || typ != wireOf[num] {
 		return 0, false
 	}
@@ -107,7 +107,7 @@ func scanValue(b []byte) (uint8, bool) {
 		_, n = protowire.ConsumeFixed64(b)
 	default:
 		var s []byte
-		s, n = protowire.ConsumeBytes(b)
+		s, n = consumeBytes(b)
 		if num == kindText && n >= 0 && !utf8.Valid(s) {
 			return 0, false
 		}
@@ -116,4 +116,26 @@ func scanValue(b []byte) (uint8, bool) {
 		return 0, false
 	}
 	return uint8(num), true
+}
+
+// consumeTag is protowire.ConsumeTag with the one-byte tags of fields 1
+// to 15 inlined. (It returns field number 0 where ConsumeTag fails; no
+// caller accepts 0.)
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
+	return protowire.ConsumeTag(b)
+}
+
+// consumeBytes is protowire.ConsumeBytes with one-byte lengths inlined.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		n := 1 + int(b[0])
+		if n > len(b) {
+			return nil, -1
+		}
+		return b[1:n], n
+	}
+	return protowire.ConsumeBytes(b)
 }
