@@ -7,7 +7,6 @@ package ptytest
 import (
 	"bytes"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -30,14 +29,11 @@ type Term struct {
 }
 
 // Start starts cmd with stderr and stdin on a new terminal cols columns
-// wide. Stdout stays what the caller set (nil: discarded), so a test can
-// hold stdout to the command's summary. The command is killed, and the
-// terminal closed, when the test ends.
+// wide, and stdout too unless the caller set it (a test that holds stdout
+// to the command's summary sets it to a buffer). The command is killed,
+// and the terminal closed, when the test ends.
 func Start(t testing.TB, cmd *exec.Cmd, cols int) *Term {
 	t.Helper()
-	if cmd.Stdout == nil {
-		cmd.Stdout = io.Discard
-	}
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: uint16(cols)})
 	if err != nil {
 		t.Fatalf("start %s on a pty: %v", cmd.Path, err)
