@@ -361,10 +361,9 @@ func (b *bench) verifySection(ctx context.Context, s snapshot) error {
 	self := filepath.Join(b.o.bin, "snapshot")
 	vs = append(vs, variant{"this build", self, "1"}, variant{"this build", self, ""})
 	t := table{cols: []string{"snapshot verify", "GOMAXPROCS", "MB/s", "runs"}}
-	for _, v := range vs {
-		var rates []float64
-		var runs []string
-		for range max(b.o.runs, 1) {
+	rates, runs := make([][]float64, len(vs)), make([][]string, len(vs))
+	for range max(b.o.runs, 1) { // the variants alternate, run after run
+		for i, v := range vs {
 			cmd := exec.CommandContext(ctx, v.bin, "verify", s.path)
 			cmd.Env = os.Environ()
 			if v.procs != "" {
@@ -375,17 +374,19 @@ func (b *bench) verifySection(ctx context.Context, s snapshot) error {
 				return fmt.Errorf("%s verify: %w: %s", v.bin, err, out)
 			}
 			r := mbps(s.bytes, time.Since(start))
-			rates, runs = append(rates, r), append(runs, fmt.Sprintf("%.0f", r))
+			b.logf("verify %s, GOMAXPROCS %q: %.1f MB/s", v.name, v.procs, r)
+			rates[i], runs[i] = append(rates[i], r), append(runs[i], fmt.Sprintf("%.0f", r))
 		}
+	}
+	for i, v := range vs {
 		procs := v.procs
 		if procs == "" {
 			procs = fmt.Sprint(runtime.NumCPU())
 		}
-		b.logf("verify %s, GOMAXPROCS %s: %.1f MB/s", v.name, procs, median(rates))
-		t.add(v.name, procs, fmt.Sprintf("%.1f", median(rates)), strings.Join(runs, " / "))
+		t.add(v.name, procs, fmt.Sprintf("%.1f", median(rates[i])), strings.Join(runs[i], " / "))
 	}
 	b.section("snapshot verify",
-		fmt.Sprintf("`snapshot verify` of the %s snapshot above (%d bytes, page cache warm after the first run), medians of %d runs; it decodes every record and checks every row.", human(b.o.ratioSize), s.bytes, max(b.o.runs, 1)), t)
+		fmt.Sprintf("`snapshot verify` of the %s snapshot above (%d bytes, page cache warm after the first run), medians of %d runs, the builds alternating; it decodes every record and checks every row.", human(b.o.ratioSize), s.bytes, max(b.o.runs, 1)), t)
 	return nil
 }
 
