@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +121,74 @@ func TestTerminal(t *testing.T) {
 	if !regexp.MustCompile(`^received transfer [0-9a-f]{32}: .*-> ` + regexp.QuoteMeta(out) + `\n$`).MatchString(consOut.String()) {
 		t.Fatalf("consumer stdout %q", consOut.String())
 	}
+}
+
+// cancelOnLine is a stderr that cancels a run at its first line
+// containing match.
+type cancelOnLine struct {
+	mu     sync.Mutex
+	b      strings.Builder
+	match  string
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnLine) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancel != nil && strings.Contains(string(p), c.match) {
+		c.cancel()
+	}
+	return c.b.Write(p)
+}
+
+func (c *cancelOnLine) String() string { c.mu.Lock(); defer c.mu.Unlock(); return c.b.String() }
+
+// TestResumeProgress: a consumer stopped part way and run again reports
+// progress from the bytes it resumed with, not from zero.
+func TestResumeProgress(t *testing.T) {
+	old := cli.LogInterval
+	cli.LogInterval = time.Millisecond
+	t.Cleanup(func() { cli.LogInterval = old })
+	dir := t.TempDir()
+	in := filepath.Join(dir, "db.bin")
+	f, _ := os.Create(in)
+	if _, err := snapfile.Gen(context.Background(), f, snapfile.GenOptions{Rows: 50_000, Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	queue := brokertest.Queue(t)
+	t.Setenv("AMQP_URL", brokertest.URL(t))
+	const mss = 16384
+	if out, err := buildProducer(t)(in, "--queue", queue, "--mss", strconv.Itoa(mss)); err != nil {
+		t.Fatalf("producer: %v\n%s", err, out)
+	}
+	got := filepath.Join(dir, "got.bin")
+
+	// First run: stopped (as by Ctrl-C) at its first progress line.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &cancelOnLine{match: "msg=received", cancel: cancel}
+	err := run(ctx, []string{"--out", got, "--queue", queue, "--prefetch", "2", "--ack-every", "1", "--timeout", "20s"}, io.Discard, stderr)
+	if err == nil {
+		t.Fatalf("the first run completed before it was stopped:\n%s", stderr)
+	}
+
+	// Second run: resumes, and its first progress line counts what it
+	// resumed with.
+	stdout, errs, code := runCLI(t, "--out", got, "--queue", queue, "--timeout", "20s")
+	if code != 0 {
+		t.Fatalf("second run: exit %d: %s", code, errs)
+	}
+	m := regexp.MustCompile(`resumed (\d+),`).FindStringSubmatch(stdout)
+	first := regexp.MustCompile(`msg=received bytes=(\d+)`).FindStringSubmatch(errs)
+	if m == nil || first == nil {
+		t.Fatalf("stdout %q, stderr %q", stdout, errs)
+	}
+	resumed, _ := strconv.Atoi(m[1])
+	bytes, _ := strconv.Atoi(first[1])
+	// The first Set comes with the first new segment: resumed+1 of them.
+	if resumed < 1 || bytes < (resumed+1)*mss {
+		t.Fatalf("resumed %d segments, first progress line at %d bytes; want at least %d", resumed, bytes, (resumed+1)*mss)
+	}
+	t.Logf("resumed %d segments; first progress line: %s", resumed, first[0])
 }
