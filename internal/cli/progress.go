@@ -68,10 +68,11 @@ const (
 	tickEvery = 500 * time.Millisecond
 )
 
-// IsTerminal reports whether w is a terminal.
+// IsTerminal reports whether w is a terminal that can redraw a line
+// (not TERM=dumb, which has no erase-line).
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	return ok && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb"
 }
 
 // NewProgress starts reporting progress towards total bytes (total <= 0:

@@ -28,12 +28,18 @@ type Term struct {
 	err  error         // the command's exit, once wait is closed
 }
 
-// Start starts cmd with stderr and stdin on a new terminal cols columns
-// wide, and stdout too unless the caller set it (a test that holds stdout
+// Start starts cmd with stderr and stdin on a new terminal (TERM=xterm)
+// cols columns wide, and stdout too unless the caller set it (a test that holds stdout
 // to the command's summary sets it to a buffer). The command is killed,
 // and the terminal closed, when the test ends.
 func Start(t testing.TB, cmd *exec.Cmd, cols int) *Term {
 	t.Helper()
+	// The terminal is a VT100-like pty whatever the test runs under (CI
+	// may say TERM=dumb); exec keeps the last of duplicate variables.
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "TERM=xterm")
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: uint16(cols)})
 	if err != nil {
 		t.Fatalf("start %s on a pty: %v", cmd.Path, err)
