@@ -25,7 +25,10 @@ import (
 // A framing error (or io.EOF) ends the last batch, after its records, so
 // a record's problem is reported before a framing problem further on,
 // exactly as a single pass would. At most maxBatches batches exist; they
-// go back to the framer through free once checked.
+// go back to the framer through free once checked. A batch holds about
+// batchBytes, or one record when a record is larger (up to recordio's
+// 64 MiB limit); such a batch's buffer is dropped once checked, so a few
+// huge records do not keep their memory for the rest of the file.
 type verifier struct {
 	hash    *countingHash
 	rr      *recordio.Reader
@@ -251,6 +254,9 @@ func (v *verifier) check(ctx context.Context, progress func(int64)) (Summary, er
 			progress(b.end)
 		}
 		last, end := b.last, b.end
+		if cap(b.buf) > 4*batchBytes {
+			b.buf = nil
+		}
 		v.free <- b
 		switch {
 		case last == io.EOF:
