@@ -64,12 +64,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	defer func() { err = errors.Join(err, stopProfile()) }()
-	log := cli.Logger(stderr, *verbose)
-	prog := cli.NewProgress(stderr, log, "received", 0)
+	// On a terminal: the log says what we wait for (queue, broker, transfer)
+	// once subscribed, the status line that the wait goes on, and the bar
+	// (towards the transfer's size, from the resumed bytes) replaces it at
+	// the first accepted segment.
+	prog := cli.NewProgress(stderr, nil, "received", 0)
+	log := prog.Logger(*verbose)
+	prog.Waiting("waiting for the first segment")
 	res, err := transfer.Receive(ctx, transfer.ReceiveConfig{
 		Dial: dial, Topology: topo, Out: *out, ReorderWindow: uint32(*window), Prefetch: *prefetch, MaxMSS: *maxMSS, SeedFormat: *seedFormat,
 		Timeout: *timeout, Transfer: *id, AckEvery: *ackEvery, AckInterval: *ackInterval, Restart: *restart, Log: log,
-		Progress: func(n, total int64) { prog.Set(n) },
+		Progress: func(n, total int64) { prog.SetTotal(total); prog.Set(n) },
 	})
 	prog.Done()
 	if err != nil {

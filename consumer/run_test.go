@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/segmq/segmq/internal/brokertest"
@@ -86,6 +87,10 @@ func TestProducerConsumerCLI(t *testing.T) {
 	}
 	if !regexp.MustCompile(`^received transfer [0-9a-f]{32}: \d+ segments, \d+ bytes .*size and sha256 verified.* -> ` + regexp.QuoteMeta(got) + `\n$`).MatchString(stdout) {
 		t.Fatalf("consumer stdout %q", stdout)
+	}
+	// Off a terminal: log lines only, the first saying what it waits for.
+	if strings.ContainsAny(stderr, "\r\x1b") || !regexp.MustCompile(`^time=\S+ level=INFO msg="waiting for segments" queue=`+queue+` `).MatchString(stderr) {
+		t.Fatalf("consumer stderr %q", stderr)
 	}
 	a, _ := os.ReadFile(in)
 	b, _ := os.ReadFile(got)

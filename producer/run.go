@@ -54,12 +54,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 	defer func() { err = errors.Join(err, stopProfile()) }()
-	log := cli.Logger(stderr, *verbose)
 	var size int64
 	if fi, err := os.Stat(*in); err == nil {
 		size = fi.Size()
 	}
-	prog := cli.NewProgress(stderr, log, "published", size)
+	prog := cli.NewProgress(stderr, nil, "published", size)
+	log := prog.Logger(*verbose) // log lines go above the bar, not through it
 	res, err := transfer.Send(ctx, *in, transfer.SendConfig{
 		Dial: dial, Topology: topo, MSS: *mss, ConfirmWindow: *window, Transfer: *id, Raw: *raw, Compress: *compress,
 		Resume: *resume, State: *state, Timeout: *timeout,

@@ -6,6 +6,10 @@ import (
 	"io"
 	"strconv"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/segmq/segmq/proto/snapshotpb"
 )
 
 // BenchmarkGen reports rows/s of snapshot generation (build, marshal,
@@ -28,15 +32,71 @@ func BenchmarkGen(b *testing.B) {
 	}
 }
 
+// BenchmarkVerify: snapshot verify's rate before (one goroutine,
+// proto.Unmarshal for every record) and now, on 1 and 2 goroutines.
 func BenchmarkVerify(b *testing.B) {
 	var buf bytes.Buffer
 	Gen(context.Background(), &buf, GenOptions{Rows: 200_000, Workers: 2})
-	b.SetBytes(int64(buf.Len()))
-	for b.Loop() {
-		if _, err := Verify(context.Background(), bytes.NewReader(buf.Bytes()), nil); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []struct {
+		name   string
+		verify func() (Summary, error)
+	}{
+		{"before", func() (Summary, error) {
+			return verifyReference(context.Background(), bytes.NewReader(buf.Bytes()), nil)
+		}},
+		{"workers=1", func() (Summary, error) {
+			return verify(context.Background(), bytes.NewReader(buf.Bytes()), nil, 1, batchRecords)
+		}},
+		{"workers=2", func() (Summary, error) {
+			return verify(context.Background(), bytes.NewReader(buf.Bytes()), nil, 2, batchRecords)
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(buf.Len()))
+			for b.Loop() {
+				if _, err := c.verify(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
+}
+
+// BenchmarkDecode is what profiling Verify pointed at: decoding every
+// record with proto.Unmarshal against scanRow (proto.Unmarshal only for
+// the few records that are not rows), on one goroutine.
+func BenchmarkDecode(b *testing.B) {
+	var buf bytes.Buffer
+	Gen(context.Background(), &buf, GenOptions{Rows: 100_000, Workers: 2})
+	recs := records(b, buf.Bytes())
+	b.Run("proto.Unmarshal", func(b *testing.B) {
+		b.SetBytes(int64(buf.Len()))
+		b.ReportAllocs()
+		var rec pb.Record
+		for b.Loop() {
+			for _, r := range recs {
+				if err := proto.Unmarshal(r, &rec); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("scanRow", func(b *testing.B) {
+		b.SetBytes(int64(buf.Len()))
+		b.ReportAllocs()
+		var rec pb.Record
+		var kinds []uint8
+		for b.Loop() {
+			for _, r := range recs {
+				var ok bool
+				if _, kinds, ok = scanRow(r, kinds[:0]); !ok {
+					if err := proto.Unmarshal(r, &rec); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		}
+	})
 }
 
 func BenchmarkCheck(b *testing.B) {

@@ -2,12 +2,12 @@ package snapfile
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -44,93 +44,28 @@ func (c *countingHash) Read(p []byte) (int, error) {
 // record order, every row against its table's columns, and the trailer's
 // counts. It returns a Summary, or an *Error at the offset of the first
 // problem (for a missing trailer, the end of the file). progress, if not
-// nil, is called with the bytes read so far every 4096 records.
+// nil, is called with the bytes checked so far, about every MiB.
+//
+// Records are decoded on GOMAXPROCS goroutines (see verifier) and
+// checked in file order, so the verdict and its offset do not depend on
+// the number of goroutines.
 func Verify(ctx context.Context, r io.Reader, progress func(bytes int64)) (Summary, error) {
-	ch := &countingHash{r: r, h: sha256.New()}
-	rr := recordio.NewReader(ch)
-	var (
-		sum     Summary
-		rec     pb.Record
-		tables  = map[uint32]*pb.Table{}
-		order   []uint32
-		rows    = map[uint32]uint64{}
-		trailer *pb.Trailer
-		idx     int64
-	)
-	fail := func(off int64, err error, format string, args ...any) error {
-		return &Error{Offset: off, Record: idx, Err: err, Detail: fmt.Sprintf(format, args...)}
+	return verify(ctx, r, progress, runtime.GOMAXPROCS(0), batchRecords)
+}
+
+// verify is Verify on workers goroutines with at most perBatch records in
+// a batch (tests use small batches to cross batch boundaries often).
+func verify(ctx context.Context, r io.Reader, progress func(bytes int64), workers, perBatch int) (Summary, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	v := newVerifier(r, workers, perBatch)
+	v.start(ctx)
+	sum, err := v.check(ctx, progress)
+	cancel()
+	v.wg.Wait()
+	if err != nil {
+		return sum, err
 	}
-	for ; ; idx++ {
-		off := rr.Offset()
-		b, err := rr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return sum, framingError(err, idx)
-		}
-		if idx&4095 == 0 {
-			if err := ctx.Err(); err != nil {
-				return sum, err
-			}
-			if progress != nil {
-				progress(rr.Offset())
-			}
-		}
-		if err := proto.Unmarshal(b, &rec); err != nil {
-			return sum, fail(off, ErrDecode, "%v", err)
-		}
-		if trailer != nil {
-			return sum, fail(off, ErrAfterTrailer, "")
-		}
-		switch k := rec.Kind.(type) {
-		case *pb.Record_Header:
-			if idx != 0 {
-				return sum, fail(off, ErrOrder, "a second header")
-			}
-			sum.Database = k.Header.GetDatabase()
-		case *pb.Record_Table:
-			if idx == 0 {
-				return sum, fail(off, ErrNoHeader, "found a table")
-			}
-			t := k.Table
-			if _, dup := tables[t.GetId()]; dup {
-				return sum, fail(off, ErrDuplicateTbl, "table id %d (%s)", t.GetId(), t.GetName())
-			}
-			tables[t.GetId()] = t
-			order = append(order, t.GetId())
-		case *pb.Record_Row:
-			if idx == 0 {
-				return sum, fail(off, ErrNoHeader, "found a row")
-			}
-			if err := checkRow(k.Row, tables); err != nil {
-				return sum, fail(off, err, "%s", rowDetail(k.Row, tables, err))
-			}
-			rows[k.Row.GetTableId()]++
-			sum.Rows++
-		case *pb.Record_Trailer:
-			if idx == 0 {
-				return sum, fail(off, ErrNoHeader, "found a trailer")
-			}
-			trailer = k.Trailer
-			if err := checkTrailer(trailer, order, rows, sum.Rows); err != nil {
-				return sum, fail(off, ErrCountMismatch, "%v", err)
-			}
-		default:
-			return sum, fail(off, ErrDecode, "record has no kind")
-		}
-	}
-	sum.Records = idx
-	sum.Bytes = rr.Offset()
-	sum.Tables = len(tables)
-	if idx == 0 {
-		return sum, &Error{Offset: 0, Err: ErrNoHeader, Detail: "the file is empty"}
-	}
-	if trailer == nil {
-		return sum, &Error{Offset: rr.Offset(), Record: idx, Err: ErrNoTrailer,
-			Detail: fmt.Sprintf("%d records, %d rows read", idx, sum.Rows)}
-	}
-	sum.SHA256 = hex.EncodeToString(ch.h.Sum(nil))
+	sum.SHA256 = hex.EncodeToString(v.hash.h.Sum(nil))
 	return sum, nil
 }
 
@@ -145,34 +80,36 @@ func framingError(err error, idx int64) error {
 
 var errNullNotAllowed = errors.New("NULL in a NOT NULL column")
 
-func checkRow(row *pb.Row, tables map[uint32]*pb.Table) error {
-	t, ok := tables[row.GetTableId()]
+// checkRow checks a row's values, given by kind (the Value oneof's field
+// numbers, 0 for a value with none), against its table's columns.
+func checkRow(tableID uint32, kinds []uint8, tables map[uint32]*pb.Table) error {
+	t, ok := tables[tableID]
 	if !ok {
 		return ErrUnknownTable
 	}
-	if len(row.Values) != len(t.Columns) {
+	if len(kinds) != len(t.Columns) {
 		return ErrColumnCount
 	}
-	for i, v := range row.Values {
+	for i, k := range kinds {
 		c := t.Columns[i]
 		var ok bool
-		switch v.GetKind().(type) {
-		case *pb.Value_Null:
+		switch k {
+		case kindNull:
 			if !c.Nullable {
 				return fmt.Errorf("%w: column %s: %w", ErrTypeMismatch, c.Name, errNullNotAllowed)
 			}
 			ok = true
-		case *pb.Value_Int64:
+		case kindInt64:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_INT64
-		case *pb.Value_Float64:
+		case kindFloat64:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_FLOAT64
-		case *pb.Value_Text:
+		case kindText:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_TEXT
-		case *pb.Value_Bytes:
+		case kindBytes:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_BYTES
-		case *pb.Value_Bool:
+		case kindBool:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_BOOL
-		case *pb.Value_TimestampMicros:
+		case kindTimestamp:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_TIMESTAMP
 		}
 		if !ok {
@@ -182,13 +119,38 @@ func checkRow(row *pb.Row, tables map[uint32]*pb.Table) error {
 	return nil
 }
 
-func rowDetail(row *pb.Row, tables map[uint32]*pb.Table, err error) string {
-	t := tables[row.GetTableId()]
+// appendKinds appends the kind of each of a decoded row's values.
+func appendKinds(kinds []uint8, row *pb.Row) []uint8 {
+	for _, v := range row.Values {
+		var k uint8
+		switch v.GetKind().(type) {
+		case *pb.Value_Null:
+			k = kindNull
+		case *pb.Value_Int64:
+			k = kindInt64
+		case *pb.Value_Float64:
+			k = kindFloat64
+		case *pb.Value_Text:
+			k = kindText
+		case *pb.Value_Bytes:
+			k = kindBytes
+		case *pb.Value_Bool:
+			k = kindBool
+		case *pb.Value_TimestampMicros:
+			k = kindTimestamp
+		}
+		kinds = append(kinds, k)
+	}
+	return kinds
+}
+
+func rowDetail(tableID uint32, values int, tables map[uint32]*pb.Table, err error) string {
+	t := tables[tableID]
 	switch {
 	case t == nil:
-		return fmt.Sprintf("table id %d", row.GetTableId())
+		return fmt.Sprintf("table id %d", tableID)
 	case errors.Is(err, ErrColumnCount):
-		return fmt.Sprintf("%s has %d columns, row has %d values", t.Name, len(t.Columns), len(row.Values))
+		return fmt.Sprintf("%s has %d columns, row has %d values", t.Name, len(t.Columns), values)
 	}
 	return fmt.Sprintf("%s: %v", t.Name, errors.Unwrap(err))
 }

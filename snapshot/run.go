@@ -60,9 +60,8 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case *workers < 1:
 		return cli.Usagef("--workers must be >= 1, got %d", *workers)
 	}
-	log := cli.Logger(stderr, false)
 	start := time.Now()
-	prog := cli.NewCountProgress(stderr, log, "gen", *records, "rows")
+	prog := cli.NewCountProgress(stderr, nil, "gen", *records, "rows")
 	var st snapfile.Stats
 	err := fsutil.WriteAtomic(*out, func(f *os.File) error {
 		var err error
@@ -102,7 +101,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
 	}
-	prog := cli.NewProgress(stderr, cli.Logger(stderr, false), "verify", size)
+	prog := cli.NewProgress(stderr, nil, "verify", size)
 	sum, err := snapfile.Verify(ctx, f, prog.Set)
 	prog.Done()
 	if err != nil {
@@ -124,13 +123,48 @@ func runCat(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer f.Close()
 	path := f.Name()
+	// Progress only when the JSON goes to a file: on a terminal or into a
+	// pipe (| jq) the bar would mix with what is printed.
+	var in io.Reader = f
+	var prog *cli.Progress
+	if toFile(stdout) {
+		var size int64
+		if fi, err := f.Stat(); err == nil {
+			size = fi.Size()
+		}
+		prog = cli.NewProgress(stderr, nil, "cat", size)
+		in = &progressReader{r: f, p: prog}
+	}
 	bw := bufio.NewWriterSize(stdout, 256<<10)
-	_, err = snapfile.Cat(f, bw)
+	_, err = snapfile.Cat(in, bw)
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
+	prog.Done()
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// toFile reports whether w is a regular file.
+func toFile(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r io.Reader
+	p *cli.Progress
+}
+
+func (pr *progressReader) Read(b []byte) (int, error) {
+	n, err := pr.r.Read(b)
+	pr.p.Add(int64(n))
+	return n, err
 }

@@ -29,7 +29,8 @@ func TestBenchSmoke(t *testing.T) {
 	t.Setenv("AMQP_URL", brokertest.URL(t))
 	err := run(context.Background(), []string{"-bin", bin, "-dir", filepath.Join(dir, "work"), "-results", results, "-readme", readme,
 		"-ratio-size", "2MiB", "-rss-sizes", "1MiB,2MiB", "-sweep-size", "1MiB", "-sweep", "16KiB,64KiB",
-		"-compress-size", "1MiB", "-runs", "1", "-quorum-runs", "1", "-link-rate", "100000000"})
+		"-compress-size", "1MiB", "-runs", "1", "-quorum-runs", "1", "-link-rate", "100000000",
+		"-verify-before", filepath.Join(bin, "snapshot")}) // not git:COMMIT: the test needs no git history
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"#### snapshot gen", "#### End to end", "| classic |", "| quorum |",
+	for _, want := range []string{"#### snapshot gen", "#### snapshot verify", "| this build | 1 |", "| before: ", "#### End to end", "| classic |", "| quorum |",
 		"#### Memory", "| 1 MiB |", "| 2 MiB |", "#### MSS sweep", "| 16 KiB |", "#### Compression", "| zstd |", "shaped"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("results lack %q:\n%s", want, got)

@@ -51,7 +51,12 @@ type options struct {
 	producerArgs, consumerArgs []string
 	rawWindow, rawPrefetch     int
 	rawAckEvery                int
+	verifyBefore               string // an older snapshot binary, or git:COMMIT, to time verify against
 }
+
+// verifyBeforeCommit is the last commit whose snapshot verify decoded on
+// one goroutine with proto.Unmarshal: the verify section's "before".
+const verifyBeforeCommit = "77ce015"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -100,7 +105,8 @@ func parse(args []string) (options, error) {
 	sweep := fs.String("sweep", "4KiB,16KiB,64KiB,128KiB,256KiB,1MiB", "MSS values to sweep (empty: skip)")
 	fs.BoolVar(&o.compress, "compress", true, "measure --compress zstd on generated and low-entropy snapshots")
 	fs.IntVar(&o.linkRate, "link-rate", 50e6, "bytes/s per direction of the shaped link in the compression section")
-	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,ratio,rss,sweep,compress (default all); raw alone runs only the two baselines once, to watch the broker")
+	fs.StringVar(&o.verifyBefore, "verify-before", "git:"+verifyBeforeCommit, "an older snapshot binary, or git:COMMIT to build one, whose verify the verify section also times (empty: skip)")
+	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress (default all); raw alone runs only the two baselines once, to watch the broker")
 	fs.BoolVar(&o.profile, "profile", false, "one extra segmq run at -ratio-size with CPU and allocation profiles in -dir")
 	pa := fs.String("producer-args", "", "extra producer flags (space-separated), for tuning")
 	ca := fs.String("consumer-args", "", "extra consumer flags (space-separated), for tuning")

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -59,6 +60,14 @@ func (b *bench) all(ctx context.Context) error {
 	}
 	defer os.Remove(main.path)
 	segs := func(size int64, mss int) int { return int((size + int64(mss) - 1) / int64(mss)) }
+
+	// verify: snapshot verify of the ratio snapshot, on one core and on
+	// all, and with -verify-before's binary when given.
+	if o.want("verify") {
+		if err := b.verifySection(ctx, main); err != nil {
+			return err
+		}
+	}
 
 	// ratio: alternate raw and segmq.
 	var rssAtRatio [2]int64
@@ -330,4 +339,77 @@ func (b *bench) write() error {
 	out := before + beginMark + "\n" + md + endMark + after
 	b.logf("updated %s", b.o.readme)
 	return os.WriteFile(b.o.readme, []byte(out), 0o644)
+}
+
+// verifySection times `snapshot verify` on s: this build with GOMAXPROCS
+// 1 and the machine's CPUs, and the -verify-before binary (the version
+// before parallel decoding) when given. Medians of -runs.
+func (b *bench) verifySection(ctx context.Context, s snapshot) error {
+	type variant struct{ name, bin, procs string }
+	var vs []variant
+	if before := b.o.verifyBefore; before != "" {
+		name := "before: " + before
+		if commit, ok := strings.CutPrefix(before, "git:"); ok {
+			bin, err := b.buildAt(ctx, commit)
+			if err != nil {
+				return fmt.Errorf("-verify-before %s: %w", before, err)
+			}
+			before, name = bin, "before: commit "+commit
+		}
+		vs = append(vs, variant{name, before, ""})
+	}
+	self := filepath.Join(b.o.bin, "snapshot")
+	vs = append(vs, variant{"this build", self, "1"}, variant{"this build", self, ""})
+	t := table{cols: []string{"snapshot verify", "GOMAXPROCS", "MB/s", "runs"}}
+	rates, runs := make([][]float64, len(vs)), make([][]string, len(vs))
+	for range max(b.o.runs, 1) { // the variants alternate, run after run
+		for i, v := range vs {
+			cmd := exec.CommandContext(ctx, v.bin, "verify", s.path)
+			cmd.Env = os.Environ()
+			if v.procs != "" {
+				cmd.Env = append(cmd.Env, "GOMAXPROCS="+v.procs)
+			}
+			start := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%s verify: %w: %s", v.bin, err, out)
+			}
+			r := mbps(s.bytes, time.Since(start))
+			b.logf("verify %s, GOMAXPROCS %q: %.1f MB/s", v.name, v.procs, r)
+			rates[i], runs[i] = append(rates[i], r), append(runs[i], fmt.Sprintf("%.0f", r))
+		}
+	}
+	for i, v := range vs {
+		procs := v.procs
+		if procs == "" {
+			procs = fmt.Sprint(runtime.NumCPU())
+		}
+		t.add(v.name, procs, fmt.Sprintf("%.1f", median(rates[i])), strings.Join(runs[i], " / "))
+	}
+	b.section("snapshot verify",
+		fmt.Sprintf("`snapshot verify` of the %s snapshot above (%d bytes, page cache warm after the first run), medians of %d runs, the builds alternating; it decodes every record and checks every row.", human(b.o.ratioSize), s.bytes, max(b.o.runs, 1)), t)
+	return nil
+}
+
+// buildAt builds the snapshot command as it was at a git commit.
+func (b *bench) buildAt(ctx context.Context, commit string) (string, error) {
+	dir := b.path("src-" + commit)
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b.logf("building snapshot at commit %s in %s", commit, dir)
+	archive := exec.CommandContext(ctx, "sh", "-c", `git archive --format=tar "$1" | tar -x -C "$2"`, "sh", commit, dir)
+	if out, err := archive.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("git archive: %w: %s", err, out)
+	}
+	bin, err := filepath.Abs(filepath.Join(dir, "snapshot.bin"))
+	if err != nil {
+		return "", err
+	}
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./snapshot")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w: %s", err, out)
+	}
+	return bin, nil
 }
