@@ -39,6 +39,23 @@ type meta struct {
 
 func (m meta) raw() bool { return m.Transfer == "" }
 
+// MaxTransferID bounds a transfer id; both ends check it.
+const MaxTransferID = 128
+
+// CheckTransferID says what is wrong with a transfer id: 1 to
+// MaxTransferID printable ASCII characters.
+func CheckTransferID(id string) error {
+	if id == "" || len(id) > MaxTransferID {
+		return fmt.Errorf("transfer id must be 1 to %d characters, got %d", MaxTransferID, len(id))
+	}
+	for _, c := range []byte(id) {
+		if c < 0x21 || c > 0x7e {
+			return fmt.Errorf("transfer id %.40q: only printable ASCII without spaces", id)
+		}
+	}
+	return nil
+}
+
 func asInt(v any) (int64, bool) {
 	switch x := v.(type) {
 	case int64:
@@ -76,8 +93,8 @@ func parseMeta(h amqp.Table) (meta, error) {
 		return m, nil
 	}
 	s, ok := tv.(string)
-	if !ok || s == "" || len(s) > 128 {
-		return m, fmt.Errorf("header %s: want a non-empty string, got %T", HdrTransfer, tv)
+	if !ok || CheckTransferID(s) != nil {
+		return m, fmt.Errorf("header %s: want 1 to %d printable ASCII characters, got %T %.40q", HdrTransfer, MaxTransferID, tv, tv)
 	}
 	m.Transfer = s
 	mss, ok := asInt(h[HdrMSS])

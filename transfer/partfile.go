@@ -2,10 +2,13 @@ package transfer
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -105,11 +108,52 @@ func openPart(out string, restart bool, want string, window uint32, log *slog.Lo
 		return nil, fmt.Errorf("%s holds part of transfer %q, not %q; pass --restart to discard it", p.path, p.b.Transfer, want)
 	}
 	if p.f, err = os.OpenFile(p.path, os.O_RDWR, 0o644); err != nil {
+		if _, serr := os.Stat(out); serr == nil && errors.Is(err, os.ErrNotExist) {
+			return nil, p.alreadyDone()
+		}
 		return nil, fmt.Errorf("state file %s exists but its .part does not (%w); pass --restart to start over", p.statePath, err)
 	}
 	p.hash = newHasher(p.f)
 	p.resumed = p.asm.Received()
 	return p, nil
+}
+
+// ErrAlreadyDone: --out holds the transfer the journal records; the
+// previous run renamed it and crashed before it removed the journal.
+var ErrAlreadyDone = errors.New("already complete")
+
+// doneError is ErrAlreadyDone with what was proven.
+type doneError struct {
+	transfer, sha, msg string
+	size               int64
+	total              uint32
+}
+
+func (e *doneError) Error() string { return e.msg }
+func (e *doneError) Unwrap() error { return ErrAlreadyDone }
+
+// alreadyDone handles a journal whose .part is gone while --out exists:
+// a crash between the rename and the journal's removal. When --out has
+// the recorded size and SHA-256, the journal is removed and the transfer
+// reported complete; otherwise nothing is touched and the error says so.
+func (p *partFile) alreadyDone() error {
+	if p.sha != "" && !p.b.raw() {
+		if f, err := os.Open(p.out); err == nil {
+			h := sha256.New()
+			n, err := io.Copy(h, f)
+			f.Close()
+			if err == nil && n == p.b.Size && hex.EncodeToString(h.Sum(nil)) == p.sha {
+				if err := p.jr.Remove(); err != nil {
+					return err
+				}
+				p.jr = nil
+				return &doneError{transfer: p.b.Transfer, sha: p.sha, size: n, total: p.b.Total,
+					msg: fmt.Sprintf("%s is already complete: transfer %s, %d bytes, sha256 %s (renamed by an earlier run that stopped before removing %s)", p.out, p.b.Transfer, n, p.sha, p.statePath)}
+			}
+		}
+	}
+	return fmt.Errorf("%s already exists and %s is gone, yet %s records transfer %q: most likely an earlier run completed and renamed it just before a crash, but it cannot be proven against the digest; check %s (snapshot verify), then remove %s, or pass --restart",
+		p.out, p.path, p.statePath, p.b.Transfer, p.out, p.statePath)
 }
 
 func (p *partFile) replay(recs []journal.Record) error {

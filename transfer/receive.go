@@ -85,6 +85,11 @@ func (c ReceiveConfig) Validate() error {
 	case c.MaxMSS < 0 || c.MaxMSS > segment.MaxMSS:
 		return fmt.Errorf("--max-mss must be between 1 and %d, got %d", segment.MaxMSS, c.MaxMSS)
 	}
+	if c.Transfer != "" {
+		if err := CheckTransferID(c.Transfer); err != nil {
+			return fmt.Errorf("--transfer: %w", err)
+		}
+	}
 	return c.Topology.Validate()
 }
 
@@ -189,6 +194,10 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 		r.log = discard()
 	}
 	part, err := openPart(cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
+	if de := (*doneError)(nil); errors.As(err, &de) {
+		r.log.Info("nothing to receive", "reason", err)
+		return ReceiveResult{Transfer: de.transfer, Segments: de.total, Bytes: de.size, SHA256: de.sha, Verified: true}, nil
+	}
 	if err != nil {
 		return ReceiveResult{}, err
 	}

@@ -72,6 +72,11 @@ func (c SendConfig) Validate() error {
 	if c.Timeout < 0 {
 		return fmt.Errorf("--timeout must be >= 0, got %s", c.Timeout)
 	}
+	if c.Transfer != "" {
+		if err := CheckTransferID(c.Transfer); err != nil {
+			return fmt.Errorf("--transfer: %w", err)
+		}
+	}
 	return c.Topology.Validate()
 }
 
@@ -198,6 +203,9 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		}
 		p.inflight = p.inflight[:0]
 		slices.Sort(p.retry)
+		// A new connection is a new start: what went back in line was
+		// lost with the channel, not refused by the broker.
+		p.nackDelay = 0
 		return p.checkTimeout(err)
 	})
 	if err != nil {
@@ -450,8 +458,17 @@ func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc ui
 // confirmed segment leaves the outstanding set; a nacked one goes to the
 // retry queue (it stays outstanding) and the next republish waits.
 func (p *publisher) drain(ctx context.Context, keep int) error {
-	for len(p.inflight) > keep {
+	for len(p.inflight) > 0 {
 		head := p.inflight[0]
+		if len(p.inflight) <= keep {
+			// Within the window: take in only confirms already here, so
+			// the watermark, --timeout and the nack pause see them now.
+			select {
+			case <-head.dc.Done():
+			default:
+				return nil
+			}
+		}
 		ok, err := p.wait(ctx, head.dc)
 		if err != nil {
 			return err

@@ -146,3 +146,23 @@ func TestSeedFormatSurvivesAMove(t *testing.T) {
 		t.Fatalf("verified %v transfer %q dead %d: want an unverified seed-format transfer", r.Verified, r.Transfer, r.DeadLettered)
 	}
 }
+
+// TestTransferIDLimits: both ends refuse an id the other could not take,
+// before touching the broker.
+func TestTransferIDLimits(t *testing.T) {
+	long := strings.Repeat("x", MaxTransferID+1)
+	in := filepath.Join(t.TempDir(), "in.bin")
+	os.WriteFile(in, []byte("data"), 0o644)
+	dial := rabbit.DialConfig{URL: "amqp://guest:guest@127.0.0.1:1/"}
+	for _, id := range []string{long, "has space", "tab\t"} {
+		if _, err := Send(context.Background(), in, SendConfig{Dial: dial, Raw: true, Transfer: id}); err == nil || !strings.Contains(err.Error(), "--transfer: transfer id") {
+			t.Errorf("Send with id %q: %v", id, err)
+		}
+		if _, err := Receive(context.Background(), ReceiveConfig{Dial: dial, Out: in + ".out", Transfer: id}); err == nil || !strings.Contains(err.Error(), "--transfer: transfer id") {
+			t.Errorf("Receive with id %q: %v", id, err)
+		}
+	}
+	if err := CheckTransferID(strings.Repeat("y", MaxTransferID)); err != nil {
+		t.Errorf("an id of %d characters: %v", MaxTransferID, err)
+	}
+}

@@ -48,9 +48,11 @@ func TryLock(path string) (*Lock, error) {
 			f.Close()
 			continue
 		}
+		// Write, then cut: a reader never sees an empty file.
 		host, _ := os.Hostname()
-		if err := f.Truncate(0); err == nil {
-			fmt.Fprintf(f, "pid %d on %s\n", os.Getpid(), host)
+		holder := fmt.Sprintf("pid %d on %s\n", os.Getpid(), host)
+		if _, err := f.WriteAt([]byte(holder), 0); err == nil {
+			f.Truncate(int64(len(holder)))
 		}
 		return &Lock{path: path, f: f}, nil
 	}
