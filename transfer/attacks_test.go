@@ -240,7 +240,6 @@ func TestReviewJournalMidCorruptionSilent(t *testing.T) {
 	}
 }
 
-
 // TestReviewSeedResume: a seed-format (headerless) transfer whose last,
 // short segment arrives first, interrupted, then resumed.
 func TestReviewSeedResume(t *testing.T) {
@@ -262,7 +261,6 @@ func TestReviewSeedResume(t *testing.T) {
 	}
 	e.mustEqualFile(out, data)
 }
-
 
 // TestReviewWindowPrefetchSweep: shuffled arrival, small windows and
 // prefetches. Every run must complete exactly; the log shows how long it
