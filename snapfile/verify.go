@@ -174,8 +174,13 @@ func checkRow(row *pb.Row, tables map[uint32]*pb.Table) error {
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_BOOL
 		case *pb.Value_TimestampMicros:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_TIMESTAMP
+		case *pb.Value_Pg:
+			ok = c.PgEncoding != pb.PgEncoding_PG_ENCODING_NONE
 		}
 		if !ok {
+			if c.PgEncoding != pb.PgEncoding_PG_ENCODING_NONE {
+				return fmt.Errorf("%w: column %s holds %v values", ErrTypeMismatch, c.Name, c.PgEncoding)
+			}
 			return fmt.Errorf("%w: column %s is %v", ErrTypeMismatch, c.Name, c.Type)
 		}
 	}
