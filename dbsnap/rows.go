@@ -47,6 +47,15 @@ const (
 	KindPg
 )
 
+var kindNames = [...]string{"unset", "null", "int64", "float64", "text", "bytes", "bool", "timestamp", "pg"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
 // Value is a decoded Value: a view into the record it came from.
 type Value struct {
 	Kind Kind

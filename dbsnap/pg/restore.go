@@ -124,7 +124,7 @@ func prepareTarget(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader, clean bool
 			continue
 		}
 		if !clean || *kind != "r" {
-			return fmt.Errorf("table %s: %w", ident(s, rel), ErrExists)
+			return fmt.Errorf("table %s: %w", display(s, rel), ErrExists)
 		}
 		drops = append(drops, ident(s, rel))
 	}
@@ -145,7 +145,7 @@ func prepareTarget(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader, clean bool
 			continue
 		}
 		if !clean {
-			return fmt.Errorf("type %s: %w", ident(s, e.GetName()), ErrExists)
+			return fmt.Errorf("type %s: %w", display(s, e.GetName()), ErrExists)
 		}
 		if _, err := tx.Exec(ctx, "DROP TYPE "+ident(s, e.GetName())); err != nil {
 			return fmt.Errorf("--clean: drop type %s: %w", ident(s, e.GetName()), pgErr(err))
@@ -200,7 +200,7 @@ func createTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 		}
 		q := fmt.Sprintf("CREATE TABLE %s (%s)", qualified(t), strings.Join(defs, ", "))
 		if _, err := tx.Exec(ctx, q); err != nil {
-			return fmt.Errorf("create table %s: %w", qualified(t), pgErr(err))
+			return fmt.Errorf("create table %s: %w", displayTable(t), pgErr(err))
 		}
 		for _, c := range serials {
 			s := c.GetSequence()
@@ -211,7 +211,7 @@ func createTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 			}
 			q = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET DEFAULT pg_catalog.nextval(%s::pg_catalog.regclass)", qualified(t), ident(c.GetName()), literal(seq))
 			if _, err := tx.Exec(ctx, q); err != nil {
-				return fmt.Errorf("default of %s.%s: %w", qualified(t), ident(c.GetName()), pgErr(err))
+				return fmt.Errorf("default of %s.%s: %w", displayTable(t), ident(c.GetName()), pgErr(err))
 			}
 		}
 	}
@@ -260,7 +260,7 @@ func loadRows(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, progress f
 			return total, fmt.Errorf("snapshot refused, nothing restored: %w", src.err)
 		}
 		if err != nil {
-			return total, fmt.Errorf("load %s: %s%w", qualified(t), src.where(err), pgErr(err))
+			return total, fmt.Errorf("load %s: %s%w", displayTable(t), src.where(err), pgErr(err))
 		}
 		if progress != nil {
 			progress(total)
@@ -312,7 +312,7 @@ func (s *copySource) Read(p []byte) (int, error) {
 		for i, v := range row.Values {
 			var bad string
 			if s.buf, bad = appendValue(s.buf, s.t.Columns[i], v); bad != "" {
-				s.err = fmt.Errorf("%w: %w", errValue, &ValueError{Table: qualified(s.t), Row: row.N, Column: s.t.Columns[i].GetName(), Reason: bad})
+				s.err = fmt.Errorf("%w: %w", errValue, &ValueError{Table: displayTable(s.t), Row: row.N, Column: s.t.Columns[i].GetName(), Reason: bad})
 				return 0, s.err
 			}
 		}
@@ -360,7 +360,7 @@ func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 			}
 		}
 		if len(alters) > 0 {
-			if err := exec("cast columns of "+qualified(t), "ALTER TABLE "+qualified(t)+" "+strings.Join(append(alters, defaults...), ", ")); err != nil {
+			if err := exec("cast columns of "+displayTable(t), "ALTER TABLE "+qualified(t)+" "+strings.Join(append(alters, defaults...), ", ")); err != nil {
 				return err
 			}
 		}
@@ -378,9 +378,9 @@ func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 					def = portableConstraint(c)
 				}
 				if def == "" {
-					return fmt.Errorf("table %s: constraint %s has no definition", qualified(t), c.GetName())
+					return fmt.Errorf("table %s: constraint %s has no definition", displayTable(t), c.GetName())
 				}
-				if err := exec(fmt.Sprintf("constraint %s on %s", c.GetName(), qualified(t)),
+				if err := exec(fmt.Sprintf("constraint %s on %s", c.GetName(), displayTable(t)),
 					fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", qualified(t), ident(c.GetName()), def)); err != nil {
 					return err
 				}
@@ -390,7 +390,7 @@ func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 			}
 			if len(t.GetConstraints()) == 0 && len(t.GetPrimaryKey()) > 0 {
 				// Synthetic snapshots carry only the key's columns.
-				if err := exec("primary key of "+qualified(t), fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (%s)", qualified(t), identList(t.GetPrimaryKey()))); err != nil {
+				if err := exec("primary key of "+displayTable(t), fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (%s)", qualified(t), identList(t.GetPrimaryKey()))); err != nil {
 					return err
 				}
 			}
@@ -398,7 +398,7 @@ func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 				def := ix.GetPgDefinition()
 				if def == "" {
 					if len(ix.GetColumns()) == 0 {
-						return fmt.Errorf("table %s: index %s has no definition", qualified(t), ix.GetName())
+						return fmt.Errorf("table %s: index %s has no definition", displayTable(t), ix.GetName())
 					}
 					u := ""
 					if ix.GetUnique() {
@@ -406,7 +406,7 @@ func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 					}
 					def = fmt.Sprintf("CREATE %sINDEX %s ON %s (%s)", u, ident(ix.GetName()), qualified(t), identList(ix.GetColumns()))
 				}
-				if err := exec(fmt.Sprintf("index %s on %s", ix.GetName(), qualified(t)), def); err != nil {
+				if err := exec(fmt.Sprintf("index %s on %s", ix.GetName(), displayTable(t)), def); err != nil {
 					return err
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -86,6 +87,24 @@ func tableParts(t *pb.Table) (schema, rel string) {
 	return "public", t.GetName()
 }
 
+var plainIdent = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
+
+// display is a name for messages: like SQL, but quoted only where needed.
+func display(parts ...string) string {
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		if plainIdent.MatchString(p) {
+			out[i] = p
+		} else {
+			out[i] = ident(p)
+		}
+	}
+	return strings.Join(out, ".")
+}
+
+// displayTable is display of t's schema and name.
+func displayTable(t *pb.Table) string { return display(tableParts(t)) }
+
 // qualified is the quoted schema.table of t.
 func qualified(t *pb.Table) string { return ident(tableParts(t)) }
 
@@ -144,7 +163,7 @@ func appendValue(dst []byte, c *pb.Column, v dbsnap.Value) ([]byte, string) {
 	}
 	if c.GetPgEncoding() != pb.PgEncoding_PG_ENCODING_NONE {
 		if v.Kind != dbsnap.KindPg {
-			return dst, fmt.Sprintf("value of kind %d in a column of PostgreSQL values", v.Kind)
+			return dst, fmt.Sprintf("%v value in a column of PostgreSQL values", v.Kind)
 		}
 		if c.GetPgEncoding() == pb.PgEncoding_PG_ENCODING_TEXT {
 			if bad := badText(v.B); bad != "" {
@@ -154,7 +173,7 @@ func appendValue(dst []byte, c *pb.Column, v dbsnap.Value) ([]byte, string) {
 		return appendField(dst, v.B), ""
 	}
 	if t := c.GetType(); t < 0 || int(t) >= len(portableValueKind) || v.Kind != portableValueKind[t] {
-		return dst, fmt.Sprintf("value of kind %d in a %v column", v.Kind, c.GetType())
+		return dst, fmt.Sprintf("%v value in a %s column", v.Kind, strings.ToLower(strings.TrimPrefix(c.GetType().String(), "COLUMN_TYPE_")))
 	}
 	switch v.Kind {
 	case dbsnap.KindInt64:

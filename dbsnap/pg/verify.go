@@ -67,7 +67,7 @@ func Compare(ctx context.Context, f io.ReadSeeker, url string) (*Comparison, err
 	}
 	res := &Comparison{}
 	for _, t := range tables {
-		tc := TableCompare{Name: qualified(t), SnapRows: snap[t.GetId()].rows, SnapDigest: snap[t.GetId()].digest}
+		tc := TableCompare{Name: displayTable(t), SnapRows: snap[t.GetId()].rows, SnapDigest: snap[t.GetId()].digest}
 		problem, err := checkColumns(ctx, tx, t)
 		if err != nil {
 			return nil, err
@@ -143,7 +143,7 @@ func rowBytes(dst []byte, row *dbsnap.Row) ([]byte, error) {
 	for i, v := range row.Values {
 		var bad string
 		if dst, bad = appendValue(dst, row.Table.Columns[i], v); bad != "" {
-			return dst, &ValueError{Table: qualified(row.Table), Row: row.N, Column: row.Table.Columns[i].GetName(), Reason: bad}
+			return dst, &ValueError{Table: displayTable(row.Table), Row: row.N, Column: row.Table.Columns[i].GetName(), Reason: bad}
 		}
 	}
 	return dst, nil
@@ -206,7 +206,7 @@ func copyRows(ctx context.Context, conn *pgx.Conn, t *pb.Table, fn func(raw []by
 	q := fmt.Sprintf("COPY (SELECT %s FROM %s) TO STDOUT (FORMAT binary)", strings.Join(sel, ", "), qualified(t))
 	p := &copyParser{maxFields: len(t.Columns), onRow: func(_ [][]byte, raw []byte) error { return fn(raw) }}
 	if _, err := conn.PgConn().CopyTo(ctx, p, q); err != nil {
-		return fmt.Errorf("read %s: %w", qualified(t), pgErr(err))
+		return fmt.Errorf("read %s: %w", displayTable(t), pgErr(err))
 	}
 	return p.check()
 }
