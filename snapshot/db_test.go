@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/segmq/segmq/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func execSQL(t *testing.T, url string, sql ...string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range sql {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+func wantRun(t *testing.T, code int, inStdout, inStderr string, args ...string) string {
+	t.Helper()
+	stdout, stderr, got := runCLI(t, args...)
+	if got != code || !strings.Contains(stdout, inStdout) || !strings.Contains(stderr, inStderr) {
+		t.Fatalf("snapshot %s: exit %d, want %d with %q on stdout and %q on stderr\nstdout: %s\nstderr: %s",
+			strings.Join(args, " "), got, code, inStdout, inStderr, stdout, stderr)
+	}
+	return stdout
+}
+
+// TestDatabaseCommands runs the database story through the CLI: a
+// synthetic snapshot into PostgreSQL, a dump of that, a restore of the
+// dump elsewhere, and verify --db at each step.
+func TestDatabaseCommands(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	dir := t.TempDir()
+	gen := genFile(t, dir, "3000", "2")
+	a, b := pgtest.NewDB(t), pgtest.NewDB(t)
+
+	wantRun(t, 0, "restored", "", "restore", gen, "--db", a)
+	wantRun(t, 0, "equal: the database holds exactly the 3 tables, 3000 rows", "", "verify", gen, "--db", a)
+	dumped := filepath.Join(dir, "a.bin")
+	wantRun(t, 0, "dumped 3 tables, 3000 rows", "", "dump", "--db", a, "--out", dumped, "--workers", "3")
+	wantRun(t, 0, "ok "+dumped, "", "verify", dumped)
+	wantRun(t, 0, "equal", "", "verify", dumped, "--db", a)
+	wantRun(t, 0, "restored", "", "restore", "--db", b, dumped)
+	wantRun(t, 0, "equal", "", "verify", "--db", b, dumped)
+	wantRun(t, 0, `"table":`, "", "cat", dumped)
+
+	// Restoring again: the tables exist.
+	wantRun(t, 1, "", "table public.customers: pg: already exists in the target (use --clean to replace it); the target is unchanged", "restore", dumped, "--db", b)
+	wantRun(t, 0, "restored", "", "restore", dumped, "--db", b, "--clean")
+
+	// A changed row is found and shown.
+	execSQL(t, b, `UPDATE public.orders SET status = 'tampered' WHERE id = (SELECT min(id) FROM public.orders)`)
+	out := wantRun(t, 1, "DIFFERENT public.orders: same row count, digests differ", "first difference: table public.orders", "verify", dumped, "--db", b)
+	if !strings.Contains(out, "ok public.customers") {
+		t.Errorf("verify output lacks the equal tables:\n%s", out)
+	}
+	_, stderr, _ := runCLI(t, "verify", dumped, "--db", b)
+	if !strings.Contains(stderr, "is not in the database: (id=") {
+		t.Errorf("verify does not show the differing row: %s", stderr)
+	}
+	execSQL(t, b, `DELETE FROM public.events WHERE id IN (SELECT id FROM public.events LIMIT 2)`)
+	wantRun(t, 1, "", "first difference: table public.events", "verify", dumped, "--db", b)
+
+	// --tables and --schema.
+	one := filepath.Join(dir, "one.bin")
+	wantRun(t, 0, "dumped 2 tables", "", "dump", "--db", a, "--out", one, "--tables", "orders,public.events")
+	execSQL(t, a, `CREATE SCHEMA "Side"`, `CREATE TABLE "Side"."T 1" (x int)`, `INSERT INTO "Side"."T 1" VALUES (1)`)
+	wantRun(t, 0, "dumped 1 tables, 1 rows", "", "dump", "--db", a, "--out", one, "--schema", "Side")
+	wantRun(t, 0, "dumped 1 tables, 1 rows", "", "dump", "--db", a, "--out", one, "--tables", `"Side"."T 1"`)
+	wantRun(t, 1, "", `table "nope" does not exist`, "dump", "--db", a, "--out", one, "--tables", "nope")
+}
+
+func TestDatabaseUsage(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	for _, v := range []string{"PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT"} {
+		t.Setenv(v, "")
+	}
+	dir := t.TempDir()
+	gen := genFile(t, dir, "10", "1")
+	for _, c := range []struct {
+		code int
+		err  string
+		args []string
+	}{
+		{2, "--db is required", []string{"restore", gen}},
+		{2, "--out is required", []string{"dump", "--db", "postgres://x/y"}},
+		{2, "exactly one FILE", []string{"restore", "--db", "postgres://x/y"}},
+		{2, "--tables or --schema", []string{"dump", "--db", "postgres://x/y", "--out", "x", "--tables", "a", "--schema", "b"}},
+		{1, "SQLite is not supported yet", []string{"restore", gen, "--db", "sqlite:x.db"}},
+		{2, "want postgres://", []string{"restore", gen, "--db", "mysql://x"}},
+		{1, "connection refused", []string{"restore", gen, "--db", "postgres://postgres@127.0.0.1:1/x?connect_timeout=5"}},
+		{1, "no such file", []string{"restore", filepath.Join(dir, "missing"), "--db", "postgres://x/y"}},
+	} {
+		wantRun(t, c.code, "", c.err, c.args...)
+	}
+}
