@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -252,12 +253,16 @@ func loadRows(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, progress f
 			q = fmt.Sprintf("COPY %s FROM STDIN (FORMAT binary, FREEZE)", qualified(t))
 		}
 		_, err = conn.PgConn().CopyFrom(ctx, src, q)
-		total += src.rows
-		if src.err != nil {
-			if errors.Is(src.err, errValue) {
-				return total, src.err
+		// On some errors pgconn returns before its reading goroutine is
+		// done: take the source's state under its lock, and on error
+		// touch the reader no more.
+		rows, srcErr := src.result()
+		total += rows
+		if srcErr != nil {
+			if errors.Is(srcErr, errValue) {
+				return total, srcErr
 			}
-			return total, fmt.Errorf("snapshot refused, nothing restored: %w", src.err)
+			return total, fmt.Errorf("snapshot refused, nothing restored: %w", srcErr)
 		}
 		if err != nil {
 			return total, fmt.Errorf("load %s: %s%w", displayTable(t), src.where(err), pgErr(err))
@@ -274,6 +279,7 @@ var errValue = errors.New("value cannot be restored")
 // the snapshot's rows of one table, ending at the first row of another
 // table or at the trailer.
 type copySource struct {
+	mu    sync.Mutex
 	sr    *dbsnap.Reader
 	t     *pb.Table
 	first uint64 // row number (within its table) of the first row of this COPY
@@ -290,7 +296,18 @@ func (s *copySource) reset(t *pb.Table, first uint64) {
 	s.pos, s.end, s.err = 0, false, nil
 }
 
+func (s *copySource) result() (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rows, s.err
+}
+
 func (s *copySource) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
 	for len(s.buf)-s.pos < len(p) && !s.end {
 		if s.pos > 0 && s.pos == len(s.buf) {
 			s.buf, s.pos = s.buf[:0], 0
