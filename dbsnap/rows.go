@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -96,6 +97,16 @@ func AppendRowRecord(dst []byte, tableID uint32, fields [][]byte) []byte {
 	return dst
 }
 
+// consumeTag is protowire.ConsumeTag that also refuses field numbers
+// outside 1..2^29-1, as proto.Unmarshal does.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && !num.IsValid() {
+		return 0, 0, -1
+	}
+	return num, typ, n
+}
+
 func valueSize(f []byte) int {
 	if f == nil {
 		return 2
@@ -106,7 +117,7 @@ func valueSize(f []byte) int {
 // IsRowRecord reports whether a Record's encoding is a Row (the common
 // case, decoded by DecodeRowRecord without allocating).
 func IsRowRecord(rec []byte) bool {
-	num, typ, n := protowire.ConsumeTag(rec)
+	num, typ, n := consumeTag(rec)
 	return n > 0 && num == fieldRecordRow && typ == protowire.BytesType
 }
 
@@ -116,7 +127,7 @@ func DecodeRowRecord(rec []byte, vals []Value) (tableID uint32, _ []Value, err e
 	vals = vals[:0]
 	var row []byte
 	for len(rec) > 0 {
-		num, typ, n := protowire.ConsumeTag(rec)
+		num, typ, n := consumeTag(rec)
 		if n < 0 {
 			return 0, vals, ErrRowDecode
 		}
@@ -126,17 +137,18 @@ func DecodeRowRecord(rec []byte, vals []Value) (tableID uint32, _ []Value, err e
 			if n < 0 {
 				return 0, vals, ErrRowDecode
 			}
+			if row != nil {
+				return 0, vals, fmt.Errorf("%w: two rows in one record", ErrRowDecode)
+			}
 			row, rec = b, rec[n:]
 			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, rec)
-		if n < 0 {
-			return 0, vals, ErrRowDecode
-		}
-		rec = rec[n:]
+		// A row record holds nothing else; snapshot writers never add
+		// another field to it.
+		return 0, vals, fmt.Errorf("%w: field %d in a row record", ErrRowDecode, num)
 	}
 	for len(row) > 0 {
-		num, typ, n := protowire.ConsumeTag(row)
+		num, typ, n := consumeTag(row)
 		if n < 0 {
 			return 0, vals, ErrRowDecode
 		}
@@ -176,7 +188,7 @@ func DecodeRowRecord(rec []byte, vals []Value) (tableID uint32, _ []Value, err e
 func decodeValue(b []byte) (Value, error) {
 	var v Value
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return v, ErrRowDecode
 		}
@@ -236,6 +248,9 @@ func decodeValue(b []byte) (Value, error) {
 			v.B = x
 			switch num {
 			case fieldValueText:
+				if !utf8.Valid(x) {
+					return v, fmt.Errorf("%w: text value is not valid UTF-8", ErrRowDecode)
+				}
 				v.Kind = KindText
 			case fieldValueBytes:
 				v.Kind = KindBytes
