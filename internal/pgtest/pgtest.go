@@ -146,14 +146,25 @@ func ver(dir string) int {
 	return n
 }
 
-// Start initialises and starts a cluster. settings are extra -c options
-// (name=value); the defaults favour speed over durability (fsync off).
+// Start initialises and starts a cluster in a new temp directory.
+// settings are extra -c options (name=value), which override the
+// defaults; the defaults favour speed over durability (fsync off).
 func Start(ctx context.Context, settings []string) (*Server, error) {
+	return StartDir(ctx, "", settings)
+}
+
+// StartDir is Start in dir, which must not exist or be empty ("" means a
+// new temp directory). Stop removes it.
+func StartDir(ctx context.Context, dir string, settings []string) (*Server, error) {
 	bin, err := findBin()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgtest-")
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "pgtest-")
+	} else {
+		err = os.MkdirAll(dir, 0o700)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -190,6 +201,34 @@ func Start(ctx context.Context, settings []string) (*Server, error) {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, out, log)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "port"), []byte(strconv.Itoa(s.Port)), 0o644); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Attach returns the server started in dir by another process.
+func Attach(dir string) (*Server, error) {
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "port"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir, bin: bin}
+	if s.Port, err = strconv.Atoi(string(b)); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 {
+		if fi, err := os.Stat(dir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+				s.uid = &syscall.Credential{Uid: st.Uid, Gid: st.Gid}
+			}
+		}
 	}
 	return s, nil
 }
