@@ -308,10 +308,12 @@ func (s *copySource) Read(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	for len(s.buf)-s.pos < len(p) && !s.end {
-		if s.pos > 0 && s.pos == len(s.buf) {
-			s.buf, s.pos = s.buf[:0], 0
-		}
+	if s.pos > 0 {
+		// Keep only what is not handed out yet: the buffer stays about
+		// one COPY message long, whatever the table's size.
+		s.buf, s.pos = s.buf[:copy(s.buf, s.buf[s.pos:])], 0
+	}
+	for len(s.buf) < len(p) && !s.end {
 		row, err := s.sr.Next()
 		if err != nil && err != io.EOF {
 			s.err = err
