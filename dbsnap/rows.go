@@ -282,3 +282,23 @@ func (d Digest) String() string {
 	}
 	return hex.EncodeToString(b[:])
 }
+
+// TableCompare is the comparison of one table of a snapshot with a
+// database.
+type TableCompare struct {
+	Name                 string
+	SnapRows, DBRows     int64
+	SnapDigest, DBDigest Digest
+	Problem              string // "" when equal
+}
+
+// Comparison is the result of comparing a database with a snapshot.
+type Comparison struct {
+	Tables []TableCompare
+	// FirstDifference describes the first row that differs, in the first
+	// table that differs; "" when all tables are equal.
+	FirstDifference string
+}
+
+// Equal reports whether every table matched.
+func (c *Comparison) Equal() bool { return c.FirstDifference == "" }

@@ -18,24 +18,11 @@ import (
 	pb "github.com/segmq/segmq/proto/snapshotpb"
 )
 
-// TableCompare is the comparison of one table.
-type TableCompare struct {
-	Name                 string
-	SnapRows, DBRows     int64
-	SnapDigest, DBDigest dbsnap.Digest
-	Problem              string // "" when equal
-}
-
-// Comparison is the result of Compare.
-type Comparison struct {
-	Tables []TableCompare
-	// FirstDifference describes the first row that differs, in the first
-	// table that differs; "" when all tables are equal.
-	FirstDifference string
-}
-
-// Equal reports whether every table matched.
-func (c *Comparison) Equal() bool { return c.FirstDifference == "" }
+// TableCompare and Comparison are dbsnap's.
+type (
+	TableCompare = dbsnap.TableCompare
+	Comparison   = dbsnap.Comparison
+)
 
 // maxDetailRows bounds the row-level search for the first difference,
 // which keeps 16 bytes per database row in memory.
