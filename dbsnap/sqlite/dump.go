@@ -355,7 +355,9 @@ func describeForeignKeys(ctx context.Context, tx *sql.Tx, t *pb.Table) error {
 func dumpRows(ctx context.Context, tx *sql.Tx, t *pb.Table, cols []column, write func(*pb.Record) error, tick func()) (uint64, error) {
 	sel := make([]string, len(cols))
 	for i, c := range cols {
-		sel[i] = quote(c.c.Name)
+		// Unary + is a no-op that drops the declared type, so the driver
+		// hands over the stored value (not a time.Time for DATETIME).
+		sel[i] = "+" + quote(c.c.Name)
 	}
 	q := fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), quote(t.Name))
 	if len(cols) == 0 {

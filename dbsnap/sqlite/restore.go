@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -362,7 +363,18 @@ func fromPg(c *pb.Column, b []byte) (any, string) {
 	switch name {
 	case "bytea":
 		return append([]byte{}, b...), ""
-	case "numeric", "interval", "money", "inet", "cidr", "macaddr", "uuid", "json", "jsonb", "time", "timetz":
+	case "json":
+		return string(b), "" // binary json is its text
+	case "jsonb":
+		if len(b) > 0 && b[0] == 1 {
+			return string(b[1:]), "" // version 1: PostgreSQL's text output
+		}
+		return nil, "jsonb value of an unknown binary version"
+	case "time":
+		if len(b) == 8 {
+			return formatTimeOfDay(int64(binary.BigEndian.Uint64(b))), ""
+		}
+	case "numeric", "interval", "money", "inet", "cidr", "macaddr", "uuid", "timetz":
 		// Their text form, exactly as PostgreSQL prints it.
 		return textForm(typ, b)
 	}
@@ -416,6 +428,16 @@ func textForm(typ *pgtype.Type, b []byte) (any, string) {
 		return nil, fmt.Sprintf("%s value has no text form here: %v", typ.Name, err)
 	}
 	return string(out), ""
+}
+
+// formatTimeOfDay prints micros since midnight as PostgreSQL does:
+// HH:MM:SS, then the fraction without trailing zeros.
+func formatTimeOfDay(us int64) string {
+	s := fmt.Sprintf("%02d:%02d:%02d", us/3600e6, us/60e6%60, us/1e6%60)
+	if f := us % 1e6; f != 0 {
+		s += strings.TrimRight(fmt.Sprintf(".%06d", f), "0")
+	}
+	return s
 }
 
 // formatTime is ISO 8601 as SQLite's date functions read it.
