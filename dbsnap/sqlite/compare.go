@@ -169,4 +169,3 @@ func canonical(dst []byte, v any) []byte {
 	}
 	return append(dst, fmt.Sprintf("?%T:%v", v, v)...)
 }
-
