@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/segmq/segmq/dbsnap"
 	"github.com/segmq/segmq/dbsnap/pg"
+	"github.com/segmq/segmq/dbsnap/sqlite"
 	"github.com/segmq/segmq/internal/cli"
 	"github.com/segmq/segmq/internal/fsutil"
 )
@@ -20,7 +22,7 @@ const (
 	dumpUsage    = "snapshot dump [--db URL] --out FILE [--tables a,b | --schema s] [--workers K]"
 	restoreUsage = "snapshot restore FILE [--db URL] [--clean]"
 	verifyUsage  = "snapshot verify FILE [--db URL]"
-	dbFlagHelp   = "database: postgres://user@host:port/db (default $DATABASE_URL, else the PG* variables)"
+	dbFlagHelp   = "database: postgres://user@host:port/db or sqlite:PATH (default $DATABASE_URL, else the PG* variables)"
 )
 
 // parseInterspersed parses flags that may come before or after the
@@ -40,9 +42,15 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// dbURL resolves --db: the flag, else $DATABASE_URL, else "" when PG*
+// target is a resolved --db: a PostgreSQL URL or an SQLite file.
+type target struct {
+	url    string // PostgreSQL ("" means the PG* variables)
+	sqlite string // SQLite file path, when the URL is sqlite:PATH
+}
+
+// parseDB resolves --db: the flag, else $DATABASE_URL, else "" when PG*
 // variables name a server (pgx reads them as libpq does).
-func dbURL(flagValue string) (string, error) {
+func parseDB(flagValue string) (target, error) {
 	u := flagValue
 	if u == "" {
 		u = os.Getenv("DATABASE_URL")
@@ -50,20 +58,24 @@ func dbURL(flagValue string) (string, error) {
 	if u == "" {
 		for _, v := range []string{"PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT"} {
 			if os.Getenv(v) != "" {
-				return "", nil
+				return target{}, nil
 			}
 		}
-		return "", cli.Usagef("--db is required (or set $DATABASE_URL or the PG* variables)")
+		return target{}, cli.Usagef("--db is required (or set $DATABASE_URL or the PG* variables)")
 	}
 	switch {
 	case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
-		return u, nil
+		return target{url: u}, nil
 	case strings.HasPrefix(u, "sqlite:"):
-		return "", fmt.Errorf("--db %s: SQLite is not supported yet (only postgres:// URLs)", u)
+		p := strings.TrimPrefix(strings.TrimPrefix(u, "sqlite:"), "//")
+		if p == "" {
+			return target{}, cli.Usagef("--db sqlite: needs a file path (sqlite:path/to.db)")
+		}
+		return target{sqlite: p}, nil
 	case strings.Contains(u, "="):
-		return u, nil // a libpq keyword/value string: host=… dbname=…
+		return target{url: u}, nil // a libpq keyword/value string: host=… dbname=…
 	}
-	return "", cli.Usagef("--db %q: want postgres://… (or host=… dbname=…)", u)
+	return target{}, cli.Usagef("--db %q: want postgres://…, sqlite:PATH or host=… dbname=…", u)
 }
 
 func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,7 +84,7 @@ func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out := fs.String("out", "", "output file (required); written to FILE.tmp and renamed when complete")
 	tables := fs.String("tables", "", "comma-separated tables to dump (SQL names: orders, public.orders, \"My Table\"); default all")
 	schema := fs.String("schema", "", "dump the tables of this schema only")
-	workers := fs.Int("workers", 2, "connections reading in parallel, all in one snapshot; big tables are split by ctid ranges")
+	workers := fs.Int("workers", 2, "PostgreSQL: connections reading in parallel, all in one snapshot; big tables are split by ctid ranges")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -87,11 +99,14 @@ func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case *tables != "" && *schema != "":
 		return cli.Usagef("give --tables or --schema, not both")
 	}
-	url, err := dbURL(*db)
+	db0, err := parseDB(*db)
 	if err != nil {
 		return err
 	}
-	o := pg.DumpOptions{URL: url, Schema: *schema, Workers: *workers}
+	if db0.sqlite != "" && *schema != "" {
+		return cli.Usagef("--schema is for PostgreSQL; SQLite has none")
+	}
+	o := pg.DumpOptions{URL: db0.url, Schema: *schema, Workers: *workers}
 	if *tables != "" {
 		o.Tables = splitNames(*tables)
 	}
@@ -101,6 +116,11 @@ func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	start := time.Now()
 	var st pg.DumpStats
 	err = fsutil.WriteAtomic(*out, func(f *os.File) error {
+		if db0.sqlite != "" {
+			s, err := sqlite.Dump(ctx, f, sqlite.DumpOptions{Path: db0.sqlite, Tables: o.Tables, Progress: prog.Set})
+			st = pg.DumpStats(s)
+			return err
+		}
 		var err error
 		st, err = pg.Dump(ctx, f, o)
 		return err
@@ -160,7 +180,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(pos) != 1 {
 		return cli.Usagef("restore takes exactly one FILE, got %d arguments", len(pos))
 	}
-	url, err := dbURL(*db)
+	db0, err := parseDB(*db)
 	if err != nil {
 		return err
 	}
@@ -175,7 +195,15 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	prog := cli.NewProgress(stderr, cli.Logger(stderr, false), "restore", size)
 	start := time.Now()
-	st, err := pg.Restore(ctx, &countingReader{r: f, prog: prog}, pg.RestoreOptions{URL: url, Clean: *clean})
+	var st pg.RestoreStats
+	if db0.sqlite != "" {
+		var s sqlite.RestoreStats
+		s, err = sqlite.Restore(ctx, &countingReader{r: f, prog: prog}, sqlite.RestoreOptions{Path: db0.sqlite, Clean: *clean,
+			Warn: func(msg string) { fmt.Fprintf(stderr, "snapshot: warning: %s\n", msg) }})
+		st = pg.RestoreStats(s)
+	} else {
+		st, err = pg.Restore(ctx, &countingReader{r: f, prog: prog}, pg.RestoreOptions{URL: db0.url, Clean: *clean})
+	}
 	prog.Done()
 	if err != nil {
 		return fmt.Errorf("restore %s: %w; the target is unchanged", pos[0], err)
@@ -188,7 +216,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // runVerifyDB compares a database with a snapshot, table by table.
 func runVerifyDB(ctx context.Context, path, db string, stdout io.Writer) error {
-	url, err := dbURL(db)
+	db0, err := parseDB(db)
 	if err != nil {
 		return err
 	}
@@ -197,7 +225,12 @@ func runVerifyDB(ctx context.Context, path, db string, stdout io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	c, err := pg.Compare(ctx, f, url)
+	var c *dbsnap.Comparison
+	if db0.sqlite != "" {
+		c, err = sqlite.Compare(ctx, f, db0.sqlite)
+	} else {
+		c, err = pg.Compare(ctx, f, db0.url)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}

@@ -84,6 +84,27 @@ func TestDatabaseCommands(t *testing.T) {
 	wantRun(t, 1, "", `table "nope" does not exist`, "dump", "--db", a, "--out", one, "--tables", "nope")
 }
 
+// TestCrossEngine: PostgreSQL -> SQLite -> PostgreSQL through the CLI.
+func TestCrossEngine(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	dir := t.TempDir()
+	gen := genFile(t, dir, "2000", "2")
+	a, b := pgtest.NewDB(t), pgtest.NewDB(t)
+	lite := "sqlite:" + filepath.Join(dir, "x.db")
+	wantRun(t, 0, "restored", "", "restore", gen, "--db", a)
+	fromPG := filepath.Join(dir, "pg.bin")
+	wantRun(t, 0, "dumped 3 tables, 2000 rows", "", "dump", "--db", a, "--out", fromPG)
+	wantRun(t, 0, "restored", "", "restore", fromPG, "--db", lite)
+	wantRun(t, 0, "equal: the database holds exactly the 3 tables, 2000 rows", "", "verify", fromPG, "--db", lite)
+	fromLite := filepath.Join(dir, "lite.bin")
+	wantRun(t, 0, "dumped 3 tables, 2000 rows", "", "dump", "--db", lite, "--out", fromLite)
+	wantRun(t, 0, "ok", "", "verify", fromLite)
+	wantRun(t, 0, "restored", "", "restore", fromLite, "--db", b)
+	wantRun(t, 0, "equal", "", "verify", fromLite, "--db", b)
+	wantRun(t, 1, "", "already exists", "restore", fromPG, "--db", lite)
+	wantRun(t, 0, "restored", "", "restore", fromPG, "--db", lite, "--clean")
+}
+
 func TestDatabaseUsage(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
 	for _, v := range []string{"PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT"} {
@@ -100,7 +121,9 @@ func TestDatabaseUsage(t *testing.T) {
 		{2, "--out is required", []string{"dump", "--db", "postgres://x/y"}},
 		{2, "exactly one FILE", []string{"restore", "--db", "postgres://x/y"}},
 		{2, "--tables or --schema", []string{"dump", "--db", "postgres://x/y", "--out", "x", "--tables", "a", "--schema", "b"}},
-		{1, "SQLite is not supported yet", []string{"restore", gen, "--db", "sqlite:x.db"}},
+		{2, "needs a file path", []string{"restore", gen, "--db", "sqlite:"}},
+		{1, "no such file", []string{"dump", "--db", "sqlite:" + filepath.Join(dir, "missing.db"), "--out", filepath.Join(dir, "x.bin")}},
+		{2, "--schema is for PostgreSQL", []string{"dump", "--db", "sqlite:x.db", "--out", "x", "--schema", "s"}},
 		{2, "want postgres://", []string{"restore", gen, "--db", "mysql://x"}},
 		{1, "connection refused", []string{"restore", gen, "--db", "postgres://postgres@127.0.0.1:1/x?connect_timeout=5"}},
 		{1, "no such file", []string{"restore", filepath.Join(dir, "missing"), "--db", "postgres://x/y"}},
