@@ -75,6 +75,11 @@ func TestDatabaseCommands(t *testing.T) {
 	execSQL(t, b, `DELETE FROM public.events WHERE id IN (SELECT id FROM public.events LIMIT 2)`)
 	wantRun(t, 1, "", "first difference: table public.events", "verify", dumped, "--db", b)
 
+	execSQL(t, b, `DROP TABLE public.events`)
+	wantRun(t, 1, "DIFFERENT public.events: the table does not exist in the database", "first difference: table public.events", "verify", dumped, "--db", b)
+	execSQL(t, b, `ALTER TABLE public.orders ADD COLUMN extra int`)
+	wantRun(t, 1, "DIFFERENT public.orders: 6 columns in the snapshot, 7 in the database", "", "verify", dumped, "--db", b)
+
 	// --tables and --schema.
 	one := filepath.Join(dir, "one.bin")
 	wantRun(t, 0, "dumped 2 tables", "", "dump", "--db", a, "--out", one, "--tables", "orders,public.events")

@@ -251,10 +251,7 @@ func dumpRows(ctx context.Context, bw *bufio.Writer, tables []*tableInfo, counts
 	g.Go(func() error {
 		for b := range out {
 			if _, err := bw.Write(b); err != nil {
-				// Drain so that the workers can finish and see the cancel.
-				for range out {
-				}
-				return err
+				return err // cancels gctx: the workers stop sending
 			}
 			bytes += int64(len(b))
 			select {

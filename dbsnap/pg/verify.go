@@ -59,7 +59,8 @@ func Compare(ctx context.Context, f io.ReadSeeker, url string) (*Comparison, err
 		if err != nil {
 			return nil, err
 		}
-		if problem == "" {
+		sameShape := problem == ""
+		if sameShape {
 			err := copyRows(ctx, conn, t, func(raw []byte) error {
 				tc.DBRows++
 				tc.DBDigest.AddRow(raw)
@@ -78,7 +79,7 @@ func Compare(ctx context.Context, f io.ReadSeeker, url string) (*Comparison, err
 		tc.Problem = problem
 		if problem != "" && res.FirstDifference == "" {
 			res.FirstDifference = fmt.Sprintf("table %s: %s", tc.Name, problem)
-			if tc.DBRows > 0 || tc.SnapRows > 0 {
+			if sameShape {
 				if d, err := firstRowDiff(ctx, conn, f, t, tc.DBRows); err != nil {
 					return nil, err
 				} else if d != "" {

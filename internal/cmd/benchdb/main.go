@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -37,6 +38,19 @@ type result struct {
 	secs    []float64
 	bytes   int64
 	rssKiB  int64
+	load    []float64 // 1-minute load average after each run
+}
+
+// loadAvg is the 1-minute load average: the machine may be shared, and
+// a figure taken under load says so next to it.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -137,7 +151,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.what, err)
 			}
-			fmt.Fprintf(stderr, "benchdb: %s run %d: %.2f s, peak RSS %d MiB\n", s.what, i+1, secs, rss/1024)
+			r.load = append(r.load, loadAvg())
+			fmt.Fprintf(stderr, "benchdb: %s run %d: %.2f s, peak RSS %d MiB, load average %.1f\n", s.what, i+1, secs, rss/1024, r.load[len(r.load)-1])
 			r.secs = append(r.secs, secs)
 			r.rssKiB = max(r.rssKiB, rss)
 			if s.size != nil {
@@ -180,7 +195,8 @@ func median(xs []float64) float64 {
 func render(rs []*result, rows, dbBytes int64, runs int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n#### %d rows (database %d MB), median of %d, %s\n\n", rows, dbBytes/1e6, runs, time.Now().UTC().Format("2006-01-02"))
-	b.WriteString("| what | seconds | output | peak RSS | command |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "%d cores; the load column is the 1-minute load average after each run (above the core count, other work shared the machine).\n\n", runtime.NumCPU())
+	b.WriteString("| what | seconds | output | peak RSS | load | command |\n|---|---|---|---|---|---|\n")
 	get := map[string]float64{}
 	for _, r := range rs {
 		m := median(r.secs)
@@ -189,7 +205,11 @@ func render(rs []*result, rows, dbBytes int64, runs int) string {
 		if r.bytes > 0 {
 			out = fmt.Sprintf("%d MB", r.bytes/1e6)
 		}
-		fmt.Fprintf(&b, "| %s | %.2f | %s | %d MiB | `%s` |\n", r.what, m, out, r.rssKiB/1024, r.command)
+		loads := make([]string, len(r.load))
+		for i, l := range r.load {
+			loads[i] = fmt.Sprintf("%.1f", l)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %s | %d MiB | %s | `%s` |\n", r.what, m, out, r.rssKiB/1024, strings.Join(loads, " "), r.command)
 	}
 	var ours, theirs float64
 	for k, v := range get {
@@ -200,7 +220,7 @@ func render(rs []*result, rows, dbBytes int64, runs int) string {
 			theirs += v
 		}
 	}
-	fmt.Fprintf(&b, "| whole path: snapshot dump + restore | %.2f | | | |\n| whole path: pg_dump -Fc + pg_restore | %.2f | | | |\n", ours, theirs)
+	fmt.Fprintf(&b, "| whole path: snapshot dump + restore | %.2f | | | | |\n| whole path: pg_dump -Fc + pg_restore | %.2f | | | | |\n", ours, theirs)
 	return b.String()
 }
 
