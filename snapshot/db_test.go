@@ -3,16 +3,80 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/segmq/segmq/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv("SEGMQ_SNAPSHOT_MAIN") == "1" {
+		main() // the test binary as the snapshot command, for TestRestoreKilledProcess
+	}
+	os.Exit(pgtest.Main(m))
+}
+
+// TestRestoreKilledProcess SIGKILLs a restore in the middle of its COPY:
+// the server rolls the transaction back and the target is unchanged.
+func TestRestoreKilledProcess(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	dir := t.TempDir()
+	gen := genFile(t, dir, "400000", "2")
+	url := pgtest.NewDB(t)
+	execSQL(t, url, `CREATE TABLE keep (x int)`, `INSERT INTO keep VALUES (1)`)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	cmd := exec.Command(os.Args[0], "restore", gen, "--db", url)
+	cmd.Env = append(os.Environ(), "SEGMQ_SNAPSHOT_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	others := func(pattern string) int {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND pid <> pg_backend_pid() AND query LIKE $1`, pattern).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for others("COPY%") == 0 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the restore never reached its COPY")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("restore process: %v, want killed", err)
+	}
+	for others("%") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed restore's backend is still there")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var tables string
+	if err := conn.QueryRow(ctx, `SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public'`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != "keep" {
+		t.Fatalf("after a killed restore the target has %s, want only keep", tables)
+	}
+}
 
 func execSQL(t *testing.T, url string, sql ...string) {
 	t.Helper()
