@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
 	"fmt"
@@ -79,10 +80,132 @@ func Compare(ctx context.Context, f io.ReadSeeker, path string) (*Comparison, er
 		}
 		if tc.Problem != "" && res.FirstDifference == "" {
 			res.FirstDifference = fmt.Sprintf("table %s: %s", tc.Name, tc.Problem)
+			if tc.DBRows > 0 && tc.DBRows <= maxDetailRows {
+				d, err := firstRowDiff(ctx, tx, f, t)
+				if err != nil {
+					return nil, err
+				}
+				if d != "" {
+					res.FirstDifference += "; " + d
+				}
+			}
 		}
 		res.Tables = append(res.Tables, tc)
 	}
 	return res, nil
+}
+
+// maxDetailRows bounds the row-level search for the first difference,
+// which keeps 16 bytes per database row in memory.
+const maxDetailRows = 20_000_000
+
+// firstRowDiff finds the first row of table t in the snapshot that the
+// database lacks, else a row of the database that the snapshot lacks.
+func firstRowDiff(ctx context.Context, tx *sql.Tx, f io.ReadSeeker, t *pb.Table) (string, error) {
+	have := map[[16]byte]int32{}
+	scan := func(fn func(vals []any, key [16]byte)) error {
+		_, err := readTable(ctx, tx, t, fn)
+		return err
+	}
+	if err := scan(func(_ []any, k [16]byte) { have[k]++ }); err != nil {
+		return "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", err
+	}
+	sr, err := dbsnap.NewReader(f)
+	if err != nil {
+		return "", err
+	}
+	var buf []byte
+	vals := make([]any, len(t.Columns))
+	for {
+		row, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+		if row.Table.GetId() != t.GetId() {
+			continue
+		}
+		buf = buf[:0]
+		for i, v := range row.Values {
+			vals[i], _ = toSQLite(row.Table.Columns[i], v)
+			buf = canonical(buf, vals[i])
+		}
+		k := rowKey(buf)
+		if have[k] == 0 {
+			return fmt.Sprintf("row %d of the snapshot is not in the database: %s", row.N, render(t, vals)), nil
+		}
+		have[k]--
+	}
+	var found string
+	err = scan(func(vals []any, k [16]byte) {
+		if have[k] > 0 && found == "" {
+			found = "the database has a row the snapshot lacks: " + render(t, vals)
+		}
+	})
+	return found, err
+}
+
+func rowKey(b []byte) [16]byte {
+	h := sha256.Sum256(b)
+	return [16]byte(h[:16])
+}
+
+func render(t *pb.Table, vals []any) string {
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		s := fmt.Sprintf("%v", v)
+		switch x := v.(type) {
+		case nil:
+			s = "NULL"
+		case string:
+			s = fmt.Sprintf("%q", x)
+		case []byte:
+			s = fmt.Sprintf("x'%x'", x)
+		}
+		if len(s) > 64 {
+			s = s[:64] + "…"
+		}
+		parts[i] = t.Columns[i].GetName() + "=" + s
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// readTable calls fn with every row of t in the database, its values and
+// the key of its canonical encoding.
+func readTable(ctx context.Context, tx *sql.Tx, t *pb.Table, fn func(vals []any, key [16]byte)) (int64, error) {
+	sel := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		sel[i] = "+" + quote(c.GetName())
+	}
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), quote(tableName(t))))
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: read %s: %w", tableName(t), err)
+	}
+	defer rows.Close()
+	vals := make([]any, len(t.Columns))
+	ptrs := make([]any, len(vals))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	var n int64
+	var buf []byte
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return n, err
+		}
+		buf = buf[:0]
+		for _, v := range vals {
+			buf = canonical(buf, v)
+		}
+		n++
+		fn(vals, rowKey(buf))
+	}
+	return n, rows.Err()
 }
 
 func compareTable(ctx context.Context, tx *sql.Tx, t *pb.Table, tc *dbsnap.TableCompare) (string, error) {

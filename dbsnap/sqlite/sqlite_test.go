@@ -297,6 +297,17 @@ func TestSQLiteBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustEqual(t, snap, target)
+
+	// A changed row is found and shown.
+	db, _ := sql.Open("sqlite", "file:"+target)
+	if _, err := db.Exec(`UPDATE users SET name = 'Eve' WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	c, err := Compare(ctx, bytes.NewReader(snap), target)
+	if err != nil || c.Equal() || !strings.Contains(c.FirstDifference, `row 1 of the snapshot is not in the database: (id=1, email="a@x", name="Ann 🎉"`) {
+		t.Fatalf("compare after a change: %v, %+v", err, c)
+	}
 	if _, err := Dump(ctx, io_discard{}, DumpOptions{Path: filepath.Join(t.TempDir(), "missing.db")}); err == nil {
 		t.Error("dump of a missing file succeeded")
 	}
