@@ -107,6 +107,73 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
+// AppendRow appends the encoding of Record{row: Row{table_id, values}}
+// for values of any kind (as DecodeRowRecord returns them). KindUnset is
+// encoded as an empty Value.
+func AppendRow(dst []byte, tableID uint32, vals []Value) []byte {
+	n := 0
+	if tableID != 0 {
+		n += 1 + protowire.SizeVarint(uint64(tableID))
+	}
+	for _, v := range vals {
+		s := v.size()
+		n += 1 + protowire.SizeVarint(uint64(s)) + s
+	}
+	dst = protowire.AppendTag(dst, fieldRecordRow, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(n))
+	if tableID != 0 {
+		dst = protowire.AppendTag(dst, fieldRowTableID, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(tableID))
+	}
+	for _, v := range vals {
+		dst = protowire.AppendTag(dst, fieldRowValues, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(v.size()))
+		switch v.Kind {
+		case KindNull:
+			dst = protowire.AppendTag(dst, fieldValueNull, protowire.VarintType)
+			dst = append(dst, 0)
+		case KindInt64, KindTimestamp:
+			num := protowire.Number(fieldValueInt64)
+			if v.Kind == KindTimestamp {
+				num = fieldValueTime
+			}
+			dst = protowire.AppendTag(dst, num, protowire.VarintType)
+			dst = protowire.AppendVarint(dst, uint64(v.Int))
+		case KindBool:
+			dst = protowire.AppendTag(dst, fieldValueBool, protowire.VarintType)
+			dst = protowire.AppendVarint(dst, uint64(v.Int&1))
+		case KindFloat64:
+			dst = protowire.AppendTag(dst, fieldValueFloat, protowire.Fixed64Type)
+			dst = protowire.AppendFixed64(dst, math.Float64bits(v.F))
+		case KindText, KindBytes, KindPg:
+			num := protowire.Number(fieldValueText)
+			if v.Kind == KindBytes {
+				num = fieldValueBytes
+			} else if v.Kind == KindPg {
+				num = fieldValuePg
+			}
+			dst = protowire.AppendTag(dst, num, protowire.BytesType)
+			dst = protowire.AppendBytes(dst, v.B)
+		}
+	}
+	return dst
+}
+
+// size is the encoded size of the Value message v.
+func (v Value) size() int {
+	switch v.Kind {
+	case KindNull, KindBool:
+		return 2
+	case KindInt64, KindTimestamp:
+		return 1 + protowire.SizeVarint(uint64(v.Int))
+	case KindFloat64:
+		return 9
+	case KindText, KindBytes, KindPg:
+		return 1 + protowire.SizeBytes(len(v.B))
+	}
+	return 0
+}
+
 func valueSize(f []byte) int {
 	if f == nil {
 		return 2

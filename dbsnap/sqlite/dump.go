@@ -9,9 +9,11 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/segmq/segmq/dbsnap"
 	pb "github.com/segmq/segmq/proto/snapshotpb"
 	"github.com/segmq/segmq/recordio"
 )
@@ -113,7 +115,7 @@ func Dump(ctx context.Context, w io.Writer, o DumpOptions) (DumpStats, error) {
 	}
 	tr := &pb.Trailer{}
 	for i, t := range tables {
-		n, err := dumpRows(ctx, tx, t, cols[i], write, func() {
+		n, err := dumpRows(ctx, tx, t, cols[i], rw, func() {
 			st.Rows++
 			if o.Progress != nil && st.Rows%65536 == 0 {
 				o.Progress(st.Rows)
@@ -352,7 +354,7 @@ func describeForeignKeys(ctx context.Context, tx *sql.Tx, t *pb.Table) error {
 }
 
 // dumpRows writes the rows of one table.
-func dumpRows(ctx context.Context, tx *sql.Tx, t *pb.Table, cols []column, write func(*pb.Record) error, tick func()) (uint64, error) {
+func dumpRows(ctx context.Context, tx *sql.Tx, t *pb.Table, cols []column, rw *recordio.Writer, tick func()) (uint64, error) {
 	sel := make([]string, len(cols))
 	for i, c := range cols {
 		// Unary + is a no-op that drops the declared type, so the driver
@@ -373,23 +375,23 @@ func dumpRows(ctx context.Context, tx *sql.Tx, t *pb.Table, cols []column, write
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	row := &pb.Row{TableId: t.Id}
-	rec := &pb.Record{Kind: &pb.Record_Row{Row: row}}
+	out := make([]dbsnap.Value, len(cols))
+	var buf []byte
 	var n uint64
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
 			return n, fmt.Errorf("sqlite: read %s: %w", t.Name, err)
 		}
 		n++
-		row.Values = row.Values[:0]
 		for i, c := range cols {
 			v, bad := portable(vals[i], c.kind)
 			if bad != "" {
 				return n, fmt.Errorf("sqlite: table %s, row %d, column %s (declared %q): %s", t.Name, n, c.c.Name, c.c.DeclaredType, bad)
 			}
-			row.Values = append(row.Values, v)
+			out[i] = v
 		}
-		if err := write(rec); err != nil {
+		buf = dbsnap.AppendRow(buf[:0], t.Id, out)
+		if err := rw.Write(buf); err != nil {
 			return n, err
 		}
 		tick()
@@ -401,38 +403,41 @@ func dumpRows(ctx context.Context, tx *sql.Tx, t *pb.Table, cols []column, write
 }
 
 // portable converts an SQLite value to a Value of the column's kind.
-func portable(v any, kind pb.ColumnType) (*pb.Value, string) {
+func portable(v any, kind pb.ColumnType) (dbsnap.Value, string) {
 	if v == nil {
-		return &pb.Value{Kind: &pb.Value_Null{}}, ""
+		return dbsnap.Value{Kind: dbsnap.KindNull}, ""
 	}
 	switch kind {
 	case pb.ColumnType_COLUMN_TYPE_INT64:
 		if x, ok := v.(int64); ok {
-			return &pb.Value{Kind: &pb.Value_Int64{Int64: x}}, ""
+			return dbsnap.Value{Kind: dbsnap.KindInt64, Int: x}, ""
 		}
 	case pb.ColumnType_COLUMN_TYPE_BOOL:
 		if x, ok := v.(int64); ok && (x == 0 || x == 1) {
-			return &pb.Value{Kind: &pb.Value_Bool{Bool: x == 1}}, ""
+			return dbsnap.Value{Kind: dbsnap.KindBool, Int: x}, ""
 		}
 	case pb.ColumnType_COLUMN_TYPE_FLOAT64:
 		switch x := v.(type) {
 		case float64:
-			return &pb.Value{Kind: &pb.Value_Float64{Float64: x}}, ""
+			return dbsnap.Value{Kind: dbsnap.KindFloat64, F: x}, ""
 		case int64:
 			if f := float64(x); int64(f) == x && math.Abs(f) <= 1<<53 {
-				return &pb.Value{Kind: &pb.Value_Float64{Float64: f}}, ""
+				return dbsnap.Value{Kind: dbsnap.KindFloat64, F: f}, ""
 			}
 		}
 	case pb.ColumnType_COLUMN_TYPE_TEXT:
 		if x, ok := v.(string); ok {
-			return &pb.Value{Kind: &pb.Value_Text{Text: x}}, ""
+			if !utf8.ValidString(x) {
+				return dbsnap.Value{}, "holds text that is not valid UTF-8 (a snapshot's text is UTF-8; declare the column BLOB)"
+			}
+			return dbsnap.Value{Kind: dbsnap.KindText, B: []byte(x)}, ""
 		}
 	case pb.ColumnType_COLUMN_TYPE_BYTES:
 		if x, ok := v.([]byte); ok {
-			return &pb.Value{Kind: &pb.Value_Bytes{Bytes: x}}, ""
+			return dbsnap.Value{Kind: dbsnap.KindBytes, B: x}, ""
 		}
 	}
-	return nil, fmt.Sprintf("holds %s %.40v, which does not fit its %s kind", sqliteClass(v), v,
+	return dbsnap.Value{}, fmt.Sprintf("holds %s %.40v, which does not fit its %s kind", sqliteClass(v), v,
 		strings.ToLower(strings.TrimPrefix(kind.String(), "COLUMN_TYPE_")))
 }
 
