@@ -20,7 +20,7 @@ import (
 
 const (
 	dumpUsage    = "snapshot dump [--db URL] --out FILE [--tables a,b | --schema s] [--workers K]"
-	restoreUsage = "snapshot restore FILE [--db URL] [--clean]"
+	restoreUsage = "snapshot restore FILE [--db URL] [--workers K] [--clean]"
 	verifyUsage  = "snapshot verify FILE [--db URL]"
 	dbFlagHelp   = "database: postgres://user@host:port/db or sqlite:PATH (default $DATABASE_URL, else the PG* variables)"
 )
@@ -173,12 +173,16 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := cli.FlagSet("snapshot restore", restoreUsage, stderr)
 	db := fs.String("db", "", dbFlagHelp)
 	clean := fs.Bool("clean", false, "drop the snapshot's tables (and enum types) in the target first")
+	workers := fs.Int("workers", 0, "PostgreSQL: parallel workers per index build after the load (max_parallel_maintenance_workers); 0 = the server's setting. The load is one transaction on one connection")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return cli.Usagef("restore takes exactly one FILE, got %d arguments", len(pos))
+	}
+	if *workers < 0 {
+		return cli.Usagef("--workers must be >= 0, got %d", *workers)
 	}
 	db0, err := parseDB(*db)
 	if err != nil {
@@ -196,13 +200,16 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	prog := cli.NewProgress(stderr, cli.Logger(stderr, false), "restore", size)
 	start := time.Now()
 	var st pg.RestoreStats
+	if db0.sqlite != "" && *workers > 1 {
+		return cli.Usagef("--workers is for PostgreSQL; an SQLite restore is one writer")
+	}
 	if db0.sqlite != "" {
 		var s sqlite.RestoreStats
 		s, err = sqlite.Restore(ctx, &countingReader{r: f, prog: prog}, sqlite.RestoreOptions{Path: db0.sqlite, Clean: *clean,
 			Warn: func(msg string) { fmt.Fprintf(stderr, "snapshot: warning: %s\n", msg) }})
 		st = pg.RestoreStats(s)
 	} else {
-		st, err = pg.Restore(ctx, &countingReader{r: f, prog: prog}, pg.RestoreOptions{URL: db0.url, Clean: *clean})
+		st, err = pg.Restore(ctx, &countingReader{r: f, prog: prog}, pg.RestoreOptions{URL: db0.url, Clean: *clean, Workers: *workers})
 	}
 	prog.Done()
 	if err != nil {

@@ -118,7 +118,7 @@ func TestDatabaseCommands(t *testing.T) {
 	wantRun(t, 0, "dumped 3 tables, 3000 rows", "", "dump", "--db", a, "--out", dumped, "--workers", "3")
 	wantRun(t, 0, "ok "+dumped, "", "verify", dumped)
 	wantRun(t, 0, "equal", "", "verify", dumped, "--db", a)
-	wantRun(t, 0, "restored", "", "restore", "--db", b, dumped)
+	wantRun(t, 0, "restored", "", "restore", "--db", b, dumped, "--workers", "2")
 	wantRun(t, 0, "equal", "", "verify", "--db", b, dumped)
 	wantRun(t, 0, `"table":`, "", "cat", dumped)
 
@@ -191,6 +191,8 @@ func TestDatabaseUsage(t *testing.T) {
 		{2, "exactly one FILE", []string{"restore", "--db", "postgres://x/y"}},
 		{2, "--tables or --schema", []string{"dump", "--db", "postgres://x/y", "--out", "x", "--tables", "a", "--schema", "b"}},
 		{2, "needs a file path", []string{"restore", gen, "--db", "sqlite:"}},
+		{2, "--workers is for PostgreSQL", []string{"restore", gen, "--db", "sqlite:x.db", "--workers", "2"}},
+		{2, "--workers must be >= 0", []string{"restore", gen, "--db", "postgres://x/y", "--workers", "-1"}},
 		{1, "no such file", []string{"dump", "--db", "sqlite:" + filepath.Join(dir, "missing.db"), "--out", filepath.Join(dir, "x.bin")}},
 		{2, "--schema is for PostgreSQL", []string{"dump", "--db", "sqlite:x.db", "--out", "x", "--schema", "s"}},
 		{2, "want postgres://", []string{"restore", gen, "--db", "mysql://x"}},

@@ -25,6 +25,12 @@ type RestoreOptions struct {
 	// Clean drops the snapshot's tables (and enum types) in the target
 	// first; without it, a table that exists is an error that names it.
 	Clean bool
+	// Workers, if > 0, lets the server build each primary key, unique
+	// constraint and index with up to this many parallel workers besides
+	// the leader (SET LOCAL max_parallel_maintenance_workers); 0 keeps
+	// the server's setting. The load itself is one COPY stream: one
+	// transaction is one connection.
+	Workers int
 	// Progress, if set, is called with the rows loaded so far.
 	Progress func(rows int64)
 	// Logger, nil means discard.
@@ -80,6 +86,11 @@ func Restore(ctx context.Context, r io.Reader, o RestoreOptions) (RestoreStats, 
 	defer tx.Rollback(context.Background())
 	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', true)"); err != nil {
 		return st, pgErr(err)
+	}
+	if o.Workers > 0 {
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL max_parallel_maintenance_workers = %d", o.Workers)); err != nil {
+			return st, fmt.Errorf("--workers: %w", pgErr(err))
+		}
 	}
 	if err := prepareTarget(ctx, tx, sr, o.Clean); err != nil {
 		return st, err
