@@ -161,7 +161,14 @@ func checkColumns(ctx context.Context, tx pgx.Tx, t *pb.Table) (string, error) {
 		return "", pgErr(err)
 	}
 	if names == nil {
-		return "the table does not exist in the database", nil
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'r')`, s, rel).Scan(&exists); err != nil {
+			return "", pgErr(err)
+		}
+		if !exists {
+			return "the table does not exist in the database", nil
+		}
 	}
 	if len(names) != len(t.Columns) {
 		return fmt.Sprintf("%d columns in the snapshot, %d in the database", len(t.Columns), len(names)), nil

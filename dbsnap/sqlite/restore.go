@@ -163,6 +163,9 @@ func createTables(ctx context.Context, conn *sql.Conn, sr *dbsnap.Reader, src st
 	}
 	for _, t := range sr.Tables {
 		name := tableName(t)
+		if len(t.Columns) == 0 {
+			return fmt.Errorf("sqlite: table %s has no columns, which SQLite cannot hold", name)
+		}
 		var defs []string
 		rowid := ""
 		if pk := t.GetPrimaryKey(); len(pk) == 1 {
