@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
-
 	"github.com/segmq/segmq/dbsnap"
 	pb "github.com/segmq/segmq/proto/snapshotpb"
 )
@@ -325,8 +323,6 @@ func loadRows(ctx context.Context, conn *sql.Conn, sr *dbsnap.Reader, progress f
 	return total, nil
 }
 
-var pgTypes = pgtype.NewMap()
-
 // toSQLite converts a snapshot value to what SQLite stores for it.
 func toSQLite(c *pb.Column, v dbsnap.Value) (any, string) {
 	switch v.Kind {
@@ -353,17 +349,52 @@ func toSQLite(c *pb.Column, v dbsnap.Value) (any, string) {
 	return nil, fmt.Sprintf("%v value", v.Kind)
 }
 
-// fromPg converts a PostgreSQL value (binary COPY form, or text form).
+// pgEpochMicros is 2000-01-01 UTC in micros since the Unix epoch.
+const pgEpochMicros = 946684800000000
+
+// fromPg converts a PostgreSQL value (binary COPY form, or text form) to
+// an SQLite value. Only types with an exact conversion are accepted.
 func fromPg(c *pb.Column, b []byte) (any, string) {
 	if c.GetPgEncoding() == pb.PgEncoding_PG_ENCODING_TEXT || c.GetType() == pb.ColumnType_COLUMN_TYPE_ENUM {
 		return string(b), "" // the text form; an enum's binary form is its label
 	}
 	name := c.GetPgTypeName()
-	typ, ok := pgTypes.TypeForName(name)
-	if !ok {
-		return nil, fmt.Sprintf("PostgreSQL type %s has no SQLite mapping", c.GetDeclaredType())
+	bad := func(err error) (any, string) {
+		return nil, fmt.Sprintf("%s value does not decode: %v", c.GetDeclaredType(), err)
 	}
+	fixed := func(n int) bool { return len(b) == n }
 	switch name {
+	case "int2", "int4", "int8":
+		switch {
+		case fixed(2):
+			return int64(int16(binary.BigEndian.Uint16(b))), ""
+		case fixed(4):
+			return int64(int32(binary.BigEndian.Uint32(b))), ""
+		case fixed(8):
+			return int64(binary.BigEndian.Uint64(b)), ""
+		}
+		return bad(fmt.Errorf("%d bytes", len(b)))
+	case "float4", "float8":
+		var f float64
+		switch {
+		case fixed(4):
+			f = float64(math.Float32frombits(binary.BigEndian.Uint32(b)))
+		case fixed(8):
+			f = math.Float64frombits(binary.BigEndian.Uint64(b))
+		default:
+			return bad(fmt.Errorf("%d bytes", len(b)))
+		}
+		if math.IsNaN(f) {
+			return nil, "NaN cannot be stored in SQLite (it would read back as NULL)"
+		}
+		return f, ""
+	case "bool":
+		if !fixed(1) {
+			return bad(fmt.Errorf("%d bytes", len(b)))
+		}
+		return int64(b[0] & 1), ""
+	case "text", "varchar", "bpchar", "name", "char", "xml":
+		return string(b), "" // their binary form is the text
 	case "bytea":
 		return append([]byte{}, b...), ""
 	case "json":
@@ -373,64 +404,70 @@ func fromPg(c *pb.Column, b []byte) (any, string) {
 			return string(b[1:]), "" // version 1: PostgreSQL's text output
 		}
 		return nil, "jsonb value of an unknown binary version"
+	case "numeric":
+		s, err := numericText(b)
+		if err != nil {
+			return bad(err)
+		}
+		return s, ""
+	case "interval":
+		s, err := intervalText(b)
+		if err != nil {
+			return bad(err)
+		}
+		return s, ""
+	case "inet", "cidr":
+		s, err := inetText(b)
+		if err != nil {
+			return bad(err)
+		}
+		return s, ""
+	case "uuid":
+		s, _, err := elemText("uuid", b)
+		if err != nil {
+			return bad(err)
+		}
+		return s, ""
+	case "date":
+		if !fixed(4) {
+			return bad(fmt.Errorf("%d bytes", len(b)))
+		}
+		switch d := int32(binary.BigEndian.Uint32(b)); d {
+		case math.MaxInt32:
+			return "infinity", ""
+		case math.MinInt32:
+			return "-infinity", ""
+		default:
+			return time.UnixMicro(pgEpochMicros).UTC().AddDate(0, 0, int(d)).Format("2006-01-02"), ""
+		}
 	case "time":
-		if len(b) == 8 {
-			return formatTimeOfDay(int64(binary.BigEndian.Uint64(b))), ""
+		if !fixed(8) {
+			return bad(fmt.Errorf("%d bytes", len(b)))
 		}
-	case "numeric", "interval", "money", "inet", "cidr", "macaddr", "uuid", "timetz":
-		// Their text form, exactly as PostgreSQL prints it.
-		return textForm(typ, b)
-	}
-	if typ.Codec != nil {
-		if _, isArray := typ.Codec.(*pgtype.ArrayCodec); isArray {
-			return textForm(typ, b)
+		return formatTimeOfDay(int64(binary.BigEndian.Uint64(b))), ""
+	case "timestamp", "timestamptz":
+		if !fixed(8) {
+			return bad(fmt.Errorf("%d bytes", len(b)))
+		}
+		switch us := int64(binary.BigEndian.Uint64(b)); us {
+		case math.MaxInt64:
+			return "infinity", ""
+		case math.MinInt64:
+			return "-infinity", ""
+		default:
+			return formatTime(time.UnixMicro(us+pgEpochMicros).UTC(), name == "timestamptz"), ""
 		}
 	}
-	x, err := typ.Codec.DecodeDatabaseSQLValue(pgTypes, typ.OID, pgtype.BinaryFormatCode, b)
-	if err != nil {
-		return nil, fmt.Sprintf("%s value does not decode: %v", c.GetDeclaredType(), err)
-	}
-	switch x := x.(type) {
-	case int64, string, []byte:
-		return x, ""
-	case bool:
-		if x {
-			return int64(1), ""
+	if elem, ok := strings.CutPrefix(name, "_"); ok {
+		s, known, err := arrayText(elem, b)
+		if err != nil {
+			return bad(err)
 		}
-		return int64(0), ""
-	case float64:
-		if math.IsNaN(x) {
-			return nil, "NaN cannot be stored in SQLite (it would read back as NULL)"
+		if known {
+			return s, ""
 		}
-		return x, ""
-	case float32:
-		if math.IsNaN(float64(x)) {
-			return nil, "NaN cannot be stored in SQLite (it would read back as NULL)"
-		}
-		return float64(x), ""
-	case time.Time:
-		switch name {
-		case "date":
-			return x.Format("2006-01-02"), ""
-		case "timestamptz":
-			return formatTime(x.UTC(), true), ""
-		}
-		return formatTime(x, false), ""
 	}
-	return textForm(typ, b)
-}
-
-// textForm re-encodes a binary value in PostgreSQL's text format.
-func textForm(typ *pgtype.Type, b []byte) (any, string) {
-	var v any
-	if err := pgTypes.Scan(typ.OID, pgtype.BinaryFormatCode, b, &v); err != nil {
-		return nil, fmt.Sprintf("%s value does not decode: %v", typ.Name, err)
-	}
-	out, err := pgTypes.Encode(typ.OID, pgtype.TextFormatCode, v, nil)
-	if err != nil {
-		return nil, fmt.Sprintf("%s value has no text form here: %v", typ.Name, err)
-	}
-	return string(out), ""
+	return nil, fmt.Sprintf("PostgreSQL type %s has no exact SQLite form here (restore it into PostgreSQL, or leave the table out with --tables)", c.GetDeclaredType())
 }
 
 // formatTimeOfDay prints micros since midnight as PostgreSQL does:
