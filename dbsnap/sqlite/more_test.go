@@ -27,7 +27,7 @@ func TestPostgresTextForms(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	exact := map[string][]string{
-		"numeric": {"'NaN'", "'12.50'", "'-0.0000001234'", "1e30::numeric", "0", "'Infinity'", "'-Infinity'", "123456789.000000001", "-1"},
+		"numeric":         {"'NaN'", "'12.50'", "'-0.0000001234'", "1e30::numeric", "0", "'Infinity'", "'-Infinity'", "123456789.000000001", "-1"},
 		"numeric(12,2)[]": {"'{1.5,NULL,-0.01}'"},
 		"interval": {"'-1 mon 2 days'", "'1 year 2 mons -3 days 04:05:06.789'", "'-00:00:01.5'", "'0'", "'-1 days -02:00:00'",
 			"'1 mon -1 day 01:00'", "'-7 years'", "'100:00:00.000001'"},
