@@ -187,6 +187,15 @@ func TestSQLiteToPostgres(t *testing.T) {
 	if got != want {
 		t.Fatalf("rows in PostgreSQL:\n got %s\nwant %s", got, want)
 	}
+
+	// SQLite text may hold a NUL byte; PostgreSQL text cannot.
+	nul := newFile(t, `CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)`,
+		`INSERT INTO notes VALUES (1, 'fine'), (2, 'a' || char(0) || 'b')`)
+	url2 := pgtest.NewDB(t)
+	_, err = pg.Restore(ctx, bytes.NewReader(dumpFile(t, nul)), pg.RestoreOptions{URL: url2})
+	if err == nil || !strings.Contains(err.Error(), "table public.notes, row 2, column body: text holds a NUL byte") {
+		t.Fatalf("restore of a NUL into PostgreSQL: %v", err)
+	}
 }
 
 func TestPostgresToSQLite(t *testing.T) {
