@@ -68,7 +68,7 @@ run-db:
 # The database tests alone (a throwaway PostgreSQL cluster, or $$DATABASE_URL).
 test-db:
 	scripts/setup.sh
-	$(GO) test -race -count=1 -timeout 10m ./dbsnap/... ./snapshot/... ./internal/pgtest/...
+	$(GO) test -race -count=1 -timeout 10m ./dbsnap/... ./snapshot/... ./internal/pgtest/... ./internal/cmd/benchdb/...
 
 # snapshot dump/restore against pg_dump/pg_restore on one throwaway
 # cluster (bulk settings, fsync on) with DB_ROWS rows; median of DB_RUNS.
