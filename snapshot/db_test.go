@@ -146,7 +146,7 @@ func TestDatabaseCommands(t *testing.T) {
 
 	// --tables and --schema.
 	one := filepath.Join(dir, "one.bin")
-	wantRun(t, 0, "dumped 2 tables", "", "dump", "--db", a, "--out", one, "--tables", "orders,public.events")
+	wantRun(t, 0, "dumped 2 tables", "", "dump", "--db", a, "--out", one, "--tables", "orders,public.events,public.orders")
 	execSQL(t, a, `CREATE SCHEMA "Side"`, `CREATE TABLE "Side"."T 1" (x int)`, `INSERT INTO "Side"."T 1" VALUES (1)`)
 	wantRun(t, 0, "dumped 1 tables, 1 rows", "", "dump", "--db", a, "--out", one, "--schema", "Side")
 	wantRun(t, 0, "dumped 1 tables, 1 rows", "", "dump", "--db", a, "--out", one, "--tables", `"Side"."T 1"`)

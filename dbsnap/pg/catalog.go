@@ -3,6 +3,7 @@ package pg
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -30,7 +31,9 @@ func resolveTables(ctx context.Context, tx pgx.Tx, names []string) ([]uint32, er
 		if oid == nil {
 			return nil, fmt.Errorf("pg: table %q does not exist", n)
 		}
-		oids = append(oids, *oid)
+		if !slices.Contains(oids, *oid) { // orders,public.orders: once
+			oids = append(oids, *oid)
+		}
 	}
 	return oids, nil
 }
