@@ -1,7 +1,8 @@
 // Package dbsnap moves real databases into and out of snapshot files:
 // `snapshot dump` (database → file), `snapshot restore` (file → database)
 // and `snapshot verify --db` (is this database equal to this file?). The
-// engine-specific work is in dbsnap/pg (PostgreSQL); this package holds
+// engine-specific work is in dbsnap/pg (PostgreSQL) and dbsnap/sqlite
+// (SQLite, and the conversions of PostgreSQL values for it); this package holds
 // what every engine shares: the snapshot reader the restore and verify
 // walk, the allocation-free row record codec, and the order-independent
 // table digest.
@@ -49,6 +50,11 @@
 // Snapshots written by `snapshot gen` carry portable values (int64,
 // float64, text, bytes, bool, timestamp); a PostgreSQL restore encodes them
 // as bigint, double precision, text, bytea, boolean, timestamptz.
+//
+// SQLite columns travel as the portable kinds too, chosen by SQLite's
+// type affinity. A restore into SQLite converts PostgreSQL values to
+// INTEGER, REAL, BLOB or the exact text PostgreSQL's output function
+// prints, and refuses a type it has no exact conversion for.
 //
 // # Digest
 //
