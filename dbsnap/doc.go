@@ -34,7 +34,7 @@
 //     wrote it, i.e. the type's send function output: int8 as 8 bytes big
 //     endian, numeric as base-10000 digits with its scale and NaN, float8
 //     bits (NaN, ±Infinity, -0), timestamptz micros since 2000 (±infinity),
-//     jsonb with its version byte, arrays with dimensions, NULL bitmap and
+//     jsonb with its version byte, arrays with dimensions, lower bounds, NULLs and
 //     element type. Used for every built-in type and built-in arrays
 //     (whose element OIDs are the same in every cluster) and for enums
 //     (whose binary form is the label). Restored byte for byte: lossless.
