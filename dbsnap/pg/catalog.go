@@ -114,8 +114,9 @@ SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), t.oid, t.typn
 			return nil, err
 		}
 		if generated != "" {
-			rows.Close()
-			return nil, fmt.Errorf("pg: %s.%s is a generated column: not supported", ti.t.Name, c.Name)
+			// Stored generated: the expression travels, and the values
+			// too (verify compares them with what the target computes).
+			c.GeneratedExpr, c.DefaultExpr = c.DefaultExpr, ""
 		}
 		c.Nullable = !notNull
 		c.Type, c.PgEncoding = classify(ty)

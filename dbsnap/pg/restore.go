@@ -196,6 +196,9 @@ func createTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 			if c.GetDefaultExpr() != "" && !castAfter {
 				d += " DEFAULT " + c.GetDefaultExpr()
 			}
+			if g := c.GetGeneratedExpr(); g != "" {
+				d += " GENERATED ALWAYS AS (" + g + ") STORED"
+			}
 			if s := c.GetSequence(); s != nil {
 				switch c.GetIdentity() {
 				case "a", "d":
@@ -255,9 +258,11 @@ func loadRows(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, progress f
 		sr.Unread()
 		t := row.Table
 		src.reset(t, row.N)
-		cols := make([]string, len(t.Columns))
-		for i, c := range t.Columns {
-			cols[i] = ident(c.GetName())
+		var cols []string
+		for _, c := range t.Columns {
+			if c.GetGeneratedExpr() == "" { // the server computes generated columns
+				cols = append(cols, ident(c.GetName()))
+			}
 		}
 		q := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT binary, FREEZE)", qualified(t), strings.Join(cols, ", "))
 		if len(cols) == 0 {
@@ -338,8 +343,11 @@ func (s *copySource) Read(p []byte) (int, error) {
 			s.end = true
 			break
 		}
-		s.buf = binary.BigEndian.AppendUint16(s.buf, uint16(len(row.Values)))
+		s.buf = binary.BigEndian.AppendUint16(s.buf, uint16(len(row.Values)-generated(s.t)))
 		for i, v := range row.Values {
+			if s.t.Columns[i].GetGeneratedExpr() != "" {
+				continue
+			}
 			var bad string
 			if s.buf, bad = appendValue(s.buf, s.t.Columns[i], v); bad != "" {
 				s.err = fmt.Errorf("%w: %w", errValue, &ValueError{Table: displayTable(s.t), Row: row.N, Column: s.t.Columns[i].GetName(), Reason: bad})
@@ -354,6 +362,17 @@ func (s *copySource) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// generated is the number of generated columns of t.
+func generated(t *pb.Table) int {
+	n := 0
+	for _, c := range t.Columns {
+		if c.GetGeneratedExpr() != "" {
+			n++
+		}
+	}
+	return n
 }
 
 var lineRE = regexp.MustCompile(`line (\d+)`)

@@ -27,7 +27,7 @@ var schemaSQL = []string{
 		CHECK (s IS NULL OR s > -32768 OR i > 0))`,
 	`CREATE INDEX alltypes_t_idx ON alltypes (t)`,
 	`CREATE INDEX alltypes_lower_idx ON alltypes (lower(t)) WHERE t IS NOT NULL`,
-	`CREATE TABLE nopk (a int, b text)`,
+	`CREATE TABLE nopk (a int, b text, price numeric(10,2), qty int, total numeric GENERATED ALWAYS AS (price * qty) STORED, c2 text DEFAULT 'x')`,
 	`CREATE TABLE more_types (tt timetz, mo money, bi bit(8), vb varbit, ts tsvector, tq tsquery, ci cidr, ma macaddr, m8 macaddr8,
 		r8 int8range, nr numrange, tr tstzrange, dr daterange, x xml, ba bytea[], ua uuid[], ja jsonb[], ba2 boolean[], ln line, bx box,
 		pa path, pg polygon, ci2 circle, ls lseg, oi oid, ch "char", nm name, pl pg_lsn, f4a real[], ia2 interval[])`,
@@ -62,7 +62,7 @@ var schemaSQL = []string{
 		(1, 1, 1, 1, 1, 1.17549435e-38, 4.9406564584124654e-324, repeat('long text ', 10000), NULL, NULL,
 		 decode(repeat('00ff', 50000), 'hex'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 		 '{{1,2},{3,NULL}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)`,
-	`INSERT INTO nopk VALUES (1, 'dup'), (1, 'dup'), (NULL, NULL), (2, 'x')`,
+	`INSERT INTO nopk (a, b, price, qty) VALUES (1, 'dup', 1.5, 3), (1, 'dup', 1.5, 3), (NULL, NULL, NULL, 2), (2, 'x', 0.01, -7)`,
 	`INSERT INTO "Other Schema"."Mixed ""Quoted"" t.a.b le" ("sp ace", "quo""te") VALUES ('one', 1), ('two', NULL), (NULL, 3)`,
 	// Leave gaps in the sequences: the next value must follow the
 	// sequence, not max(id).

@@ -185,6 +185,9 @@ func createTables(ctx context.Context, conn *sql.Conn, sr *dbsnap.Reader, src st
 			if !c.GetNullable() {
 				d += " NOT NULL"
 			}
+			if g := c.GetGeneratedExpr(); g != "" && o.Warn != nil {
+				o.Warn(fmt.Sprintf("table %s: column %s is generated in PostgreSQL (%s); restored as a plain column with its values", name, c.GetName(), g))
+			}
 			defs = append(defs, d)
 		}
 		for _, k := range t.GetConstraints() {

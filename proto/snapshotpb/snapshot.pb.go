@@ -587,7 +587,11 @@ type Column struct {
 	Identity string `protobuf:"bytes,8,opt,name=identity,proto3" json:"identity,omitempty"`
 	// The sequence that feeds this column (identity or serial), with the
 	// state a restore sets so that an INSERT without a value works.
-	Sequence      *Sequence `protobuf:"bytes,9,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Sequence *Sequence `protobuf:"bytes,9,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// A stored generated column's expression (PostgreSQL pg_get_expr). Rows
+	// still carry its values; a PostgreSQL restore lets the server compute
+	// them again, and verify compares them.
+	GeneratedExpr string `protobuf:"bytes,10,opt,name=generated_expr,json=generatedExpr,proto3" json:"generated_expr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -683,6 +687,13 @@ func (x *Column) GetSequence() *Sequence {
 		return x.Sequence
 	}
 	return nil
+}
+
+func (x *Column) GetGeneratedExpr() string {
+	if x != nil {
+		return x.GeneratedExpr
+	}
+	return ""
 }
 
 // Sequence is a sequence owned by a column, and its state at dump time.
@@ -1445,7 +1456,7 @@ const file_snapshot_proto_rawDesc = "" +
 	"\bEnumType\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\tR\x06schema\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
-	"\x06labels\x18\x03 \x03(\tR\x06labels\"\xea\x02\n" +
+	"\x06labels\x18\x03 \x03(\tR\x06labels\"\x91\x03\n" +
 	"\x06Column\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1d.segmq.snapshot.v1.ColumnTypeR\x04type\x12\x1a\n" +
@@ -1457,7 +1468,9 @@ const file_snapshot_proto_rawDesc = "" +
 	"pgTypeName\x12!\n" +
 	"\fdefault_expr\x18\a \x01(\tR\vdefaultExpr\x12\x1a\n" +
 	"\bidentity\x18\b \x01(\tR\bidentity\x127\n" +
-	"\bsequence\x18\t \x01(\v2\x1b.segmq.snapshot.v1.SequenceR\bsequence\"\xa9\x02\n" +
+	"\bsequence\x18\t \x01(\v2\x1b.segmq.snapshot.v1.SequenceR\bsequence\x12%\n" +
+	"\x0egenerated_expr\x18\n" +
+	" \x01(\tR\rgeneratedExpr\"\xa9\x02\n" +
 	"\bSequence\x12\x16\n" +
 	"\x06schema\x18\x01 \x01(\tR\x06schema\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
