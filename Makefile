@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 RECORDS ?= 1000000
 
-.PHONY: all build test lint bench bench-go faults run clean
+.PHONY: all build test lint bench bench-go faults run clean run-db test-db bench-db
 
 all: build
 
@@ -59,8 +59,31 @@ bench-go:
 	$(GO) test -run '^$$' -bench . -count 1 ./segment ./recordio ./snapfile
 
 # The demo: a real broker, a 1M-record snapshot, producer, consumer, proof.
+# Then the database story (scripts/demo-db.sh, also `make run-db`).
 run:
 	RECORDS=$(RECORDS) scripts/demo.sh
+	DB_ROWS=$(DB_ROWS) scripts/demo-db.sh
 
 clean:
 	rm -rf $(BIN)
+
+# --- databases (snapshot dump/restore; see README "Databases") ---
+DB_ROWS  ?= 1000000
+DB_RUNS  ?= 3
+
+# PostgreSQL -> snapshot -> RabbitMQ -> snapshot -> PostgreSQL, with proof.
+run-db:
+	DB_ROWS=$(DB_ROWS) scripts/demo-db.sh
+
+# The database tests alone (a throwaway PostgreSQL cluster, or $$DATABASE_URL).
+test-db:
+	scripts/setup.sh
+	$(GO) test -race -count=1 -timeout 10m ./dbsnap/... ./snapshot/... ./internal/pgtest/... ./internal/cmd/benchdb/...
+
+# snapshot dump/restore against pg_dump/pg_restore on one throwaway
+# cluster (bulk settings, fsync on) with DB_ROWS rows; median of DB_RUNS.
+# Needs ~6x the database's size free in bench/db. Appends to bench/results-db.md.
+bench-db: build
+	scripts/setup.sh
+	$(GO) build -o $(BIN)/ ./internal/cmd/benchdb
+	$(BIN)/benchdb -rows $(DB_ROWS) -runs $(DB_RUNS) -bin $(BIN) -dir bench/db -results bench/results-db.md

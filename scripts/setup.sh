@@ -11,6 +11,8 @@ set -euo pipefail
 need=()
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# PostgreSQL: the database tests run a throwaway cluster (internal/pgtest).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if [ "${SEGMQ_SETUP_COMPOSE:-0}" = 1 ]; then
   command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 fi
@@ -43,4 +45,5 @@ apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # The package may start a system node; segmq runs its own nodes and does
 # not need it.
 command -v service >/dev/null && service rabbitmq-server stop >/dev/null 2>&1 || true
+command -v service >/dev/null && service postgresql stop >/dev/null 2>&1 || true
 build_root

@@ -35,6 +35,7 @@ const (
 	kindBytes     = 5
 	kindBool      = 6
 	kindTimestamp = 7
+	kindPg        = 8 // a PostgreSQL value in its binary or text form (snapshot dump)
 )
 
 // wireOf is the wire type of each Value kind.
@@ -46,6 +47,7 @@ var wireOf = [...]protowire.Type{
 	kindBytes:     protowire.BytesType,
 	kindBool:      protowire.VarintType,
 	kindTimestamp: protowire.VarintType,
+	kindPg:        protowire.BytesType,
 }
 
 // scanRow reads a Record holding a Row: its table id, and the kind of each
@@ -96,7 +98,7 @@ func scanRow(b []byte, kinds []uint8) (tableID uint32, _ []uint8, ok bool) {
 // scanValue reads a Value that has exactly one kind, of its wire type.
 func scanValue(b []byte) (uint8, bool) {
 	num, typ, n := consumeTag(b)
-	if n < 0 || num < kindNull || num > kindTimestamp || typ != wireOf[num] {
+	if n < 0 || num < kindNull || num > kindPg || typ != wireOf[num] {
 		return 0, false
 	}
 	b = b[n:]

@@ -111,8 +111,13 @@ func checkRow(tableID uint32, kinds []uint8, tables map[uint32]*pb.Table) error 
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_BOOL
 		case kindTimestamp:
 			ok = c.Type == pb.ColumnType_COLUMN_TYPE_TIMESTAMP
+		case kindPg:
+			ok = c.PgEncoding != pb.PgEncoding_PG_ENCODING_NONE
 		}
 		if !ok {
+			if c.PgEncoding != pb.PgEncoding_PG_ENCODING_NONE {
+				return fmt.Errorf("%w: column %s holds %v values", ErrTypeMismatch, c.Name, c.PgEncoding)
+			}
 			return fmt.Errorf("%w: column %s is %v", ErrTypeMismatch, c.Name, c.Type)
 		}
 	}
@@ -138,6 +143,8 @@ func appendKinds(kinds []uint8, row *pb.Row) []uint8 {
 			k = kindBool
 		case *pb.Value_TimestampMicros:
 			k = kindTimestamp
+		case *pb.Value_Pg:
+			k = kindPg
 		}
 		kinds = append(kinds, k)
 	}

@@ -15,14 +15,17 @@ import (
 	"github.com/segmq/segmq/snapfile"
 )
 
-const usage = `snapshot gen --records N [--workers K] [--seed S] [--profile low-entropy] --out FILE
+var usage = (`snapshot gen --records N [--workers K] [--seed S] [--profile low-entropy] --out FILE
        snapshot verify FILE
-       snapshot cat FILE`
+       snapshot cat FILE
+       ` + dumpUsage + `
+       ` + restoreUsage + `
+       ` + verifyUsage)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, "usage: %s\n", usage)
-		return cli.Usagef("a subcommand is required: gen, verify or cat")
+		return cli.Usagef("a subcommand is required: gen, verify, cat, dump or restore")
 	}
 	switch args[0] {
 	case "gen":
@@ -31,11 +34,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "cat":
 		return runCat(ctx, args[1:], stdout, stderr)
+	case "dump":
+		return runDump(ctx, args[1:], stdout, stderr)
+	case "restore":
+		return runRestore(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintf(stdout, "usage: %s\n", usage)
 		return nil
 	}
-	return cli.Usagef("unknown subcommand %q (want gen, verify or cat)", args[0])
+	return cli.Usagef("unknown subcommand %q (want gen, verify, cat, dump or restore)", args[0])
 }
 
 func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -91,7 +98,19 @@ func openOne(name string, args []string, stderr io.Writer) (*os.File, error) {
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := openOne("verify", args, stderr)
+	fs := cli.FlagSet("snapshot verify", "snapshot verify FILE [--db URL]", stderr)
+	db := fs.String("db", "", "compare the snapshot with this database (postgres://…) instead of checking the file alone")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("verify takes exactly one FILE, got %d arguments", len(pos))
+	}
+	if *db != "" {
+		return runVerifyDB(ctx, pos[0], *db, stdout)
+	}
+	f, err := os.Open(pos[0])
 	if err != nil {
 		return err
 	}
