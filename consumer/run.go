@@ -84,9 +84,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if !res.Verified {
 		check = "seed-format transfer, no digest to verify"
 	}
-	fmt.Fprintf(stdout, "received transfer %s: %d segments, %d bytes in %s (%s), %s; duplicates %d, set aside %d, requeued %d, dead-lettered %d, resumed %d, reconnects %d; sha256 %s -> %s\n",
+	fmt.Fprintf(stdout, "received transfer %s: %d segments, %d bytes in %s (%s), %s; duplicates %d, set aside %d, leftovers dropped %d, requeued %d, dead-lettered %d, resumed %d, reconnects %d; sha256 %s -> %s\n",
 		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), check,
-		res.Duplicates, res.SetAside, res.Requeued, res.DeadLettered, res.Resumed, res.Reconnects, res.SHA256, *out)
+		res.Duplicates, res.SetAside, res.Stale, res.Requeued, res.DeadLettered, res.Resumed, res.Reconnects, res.SHA256, *out)
 	return nil
 }
 

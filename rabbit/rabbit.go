@@ -8,9 +8,19 @@
 //	Q        durable, x-queue-type classic|quorum, x-dead-letter-exchange Q.dlx
 //	Q.dlx    durable fanout exchange
 //	Q.dead   durable queue bound to Q.dlx: poison segments, inspectable
+//	Q.done   durable classic queue, x-max-length 1000, x-overflow drop-head:
+//	         the registry of completed transfers
 //
 // A segment the consumer rejects (nack, requeue=false) is routed by the
 // broker to Q.dead with an x-death header; the consumer logs why.
+//
+// After a restore, the consumer publishes one marker to Q.done (body
+// "TRANSFER/RUN", headers segmq-transfer, segmq-run, segmq-size,
+// segmq-sha256). Every consumer session first reads the markers with
+// basic.get (no ack) and closes that channel, so the broker requeues them
+// all; a segment of a transfer found there is a leftover copy (the
+// producer is at-least-once) and is dropped. The broker keeps the newest
+// DoneMax markers and drops the oldest.
 package rabbit
 
 import (
@@ -203,6 +213,12 @@ func (t Topology) DLX() string { return t.queue() + ".dlx" }
 // DeadQueue is the dead-letter queue.
 func (t Topology) DeadQueue() string { return t.queue() + ".dead" }
 
+// DoneQueue is the registry of completed transfers.
+func (t Topology) DoneQueue() string { return t.queue() + ".done" }
+
+// DoneMax is how many completed transfers DoneQueue remembers.
+const DoneMax = 1000
+
 // Validate says what is wrong with t.
 func (t Topology) Validate() error {
 	switch t.Type {
@@ -246,12 +262,19 @@ func Declare(conn *amqp.Connection, t Topology) error {
 	if _, err := ch.QueueDeclare(t.Name(), true, false, false, false, args); err != nil {
 		return explain(err, "queue", t.Name(), qt)
 	}
+	// Always classic, whatever --queue-type: it holds small markers only.
+	doneArgs := amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
+	if _, err := ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs); err != nil {
+		return explain(err, "queue", t.DoneQueue(), "")
+	}
 	return nil
 }
 
 var inequivalent = regexp.MustCompile(`inequivalent arg '([^']+)' for (queue|exchange) '([^']+)'.*received (.*) but current is (.*)`)
 
-// explain turns PRECONDITION_FAILED on a declaration into advice.
+// explain turns PRECONDITION_FAILED on a declaration into advice. qt is
+// the queue type segmq asked for; "" for Q.done, whose type is not the
+// user's choice.
 func explain(err error, kind, name, qt string) error {
 	var ae *amqp.Error
 	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
@@ -259,7 +282,10 @@ func explain(err error, kind, name, qt string) error {
 	}
 	if m := inequivalent.FindStringSubmatch(ae.Reason); m != nil {
 		hint := fmt.Sprintf("use the existing %s's setting, another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need", kind, name)
-		if m[1] == amqp.QueueTypeArg {
+		if qt == "" {
+			// Q.done: segmq's own registry, whatever the queue type.
+			hint = fmt.Sprintf("segmq keeps its registry of completed transfers there; delete it (rabbitmqctl delete_queue %s: leftover copies of transfers it listed will no longer be recognised), or use another --queue", name)
+		} else if m[1] == amqp.QueueTypeArg {
 			hint = fmt.Sprintf("the queue exists with type %s; pass --queue-type %s, or another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need",
 				strings.Trim(m[5], "'"), strings.Trim(m[5], "'"), name)
 		}

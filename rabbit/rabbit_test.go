@@ -39,7 +39,7 @@ func TestTopologyValidate(t *testing.T) {
 	if err := (Topology{Queue: "amq.x"}).Validate(); err == nil {
 		t.Fatal("amq. prefix accepted")
 	}
-	if (Topology{}).Name() != "snapshots" || (Topology{Queue: "q"}).DeadQueue() != "q.dead" {
+	if (Topology{}).Name() != "snapshots" || (Topology{Queue: "q"}).DeadQueue() != "q.dead" || (Topology{Queue: "q"}).DoneQueue() != "q.done" {
 		t.Fatal("names")
 	}
 }

@@ -421,3 +421,59 @@ func TestReviewCancelHangs(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewStaleDuplicatesCaptureNextConsumer: a producer killed (or
+// Ctrl-C'd, or whose connection dropped) after publishing segments whose
+// confirms it had not journaled is resumed from its watermark and
+// publishes them again (at-least-once, as designed). The consumer
+// completes from the first copies and leaves the second ones in the
+// queue, where nothing ever removes them. The next day's consumer, with
+// no --transfer ("the first to arrive"), binds to yesterday's leftovers:
+//   - a complete leftover copy (e.g. two interrupted runs resumed from a
+//     watermark of 0): it restores YESTERDAY's file, exit 0, "size and
+//     sha256 verified";
+//   - a partial leftover copy: it waits for ever (default --timeout 0),
+//     moving today's transfer to the tail again and again.
+//
+// Reproduced with real processes too (see the report: kq2 held 30728
+// leftover messages after a kill/resume run, and
+// `consumer --out newout.bin` restored the previous 60 MB transfer).
+func TestReviewStaleDuplicatesCaptureNextConsumer(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		watermark int // where the resumed runs started again
+		resumes   int // how many resumed runs
+	}{{"two resumes from 0: complete leftover copy", 0, 2}, {"one resume from 0", 0, 1}, {"one resume from 500", 500, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			const mss = 100 // 1000 segments: more than one prefetch (256) of leftovers
+			day1, day2 := randData(13, 1000*mss+3), randData(14, 70*mss+1)
+			m1 := segmqBodies(t, "day1", day1, mss)
+			// Run 1 published everything, then died before its confirms
+			// were journaled; run 2 (--resume) published [watermark, N) again.
+			all := append([]msg(nil), m1...)
+			for range tc.resumes {
+				all = append(all, m1[tc.watermark:]...)
+			}
+			e.publish(all)
+			out1 := filepath.Join(e.dir, "day1.bin")
+			e.receive(e.receiveCfg(out1))
+			e.mustEqualFile(out1, day1)
+			t.Logf("after day 1 restored: %d messages left in the queue", e.queueDepth(e.topo.Name()))
+			// Day 2: a new snapshot, sent and restored the normal way.
+			e.send(e.file("day2.in", day2), mss, true)
+			out2 := filepath.Join(e.dir, "day2.bin")
+			cfg := e.receiveCfg(out2)
+			cfg.Timeout = 3 * time.Second
+			res, err := Receive(context.Background(), cfg)
+			got, _ := os.ReadFile(out2)
+			t.Logf("day 2 consumer: transfer %q, verified %v, err %v; --out is %d bytes (day1 %d, day2 %d)", res.Transfer, res.Verified, err, len(got), len(day1), len(day2))
+			switch {
+			case err == nil && string(got) == string(day1):
+				t.Errorf("exit 0, \"verified\", but --out is yesterday's snapshot (transfer day1 left over in the queue), not the one just sent")
+			case err != nil:
+				t.Errorf("the day-2 consumer bound to day1's leftovers and never restored day2 (with the default --timeout 0 it would wait for ever): %v", err)
+			}
+		})
+	}
+}

@@ -22,16 +22,20 @@ const (
 	// actAside: well-formed, but another transfer's. Not ours to take and
 	// not ours to lose: move it to the queue's tail.
 	actAside
+	// actStale: a leftover copy of a transfer that a consumer already
+	// restored (it is in the registry, QUEUE.done): ack and drop it.
+	actStale
 )
 
 // binding is the transfer a consumer is bound to. It is made from the
 // first segment that is accepted, never from one that was refused, and
 // is recorded in the part file's journal.
 type binding struct {
-	Transfer string `json:"transfer"` // "" for a seed-format transfer (no segmq headers)
-	MSS      int    `json:"mss"`      // segmq transfers: from the headers
-	Size     int64  `json:"size"`     // segmq transfers: from the headers
-	Total    uint32 `json:"total"`    // segmq transfers: from the first accepted segment
+	Transfer string `json:"transfer"`      // "" for a seed-format transfer (no segmq headers)
+	Run      string `json:"run,omitempty"` // segmq-run; "" from a producer that sends none
+	MSS      int    `json:"mss"`           // segmq transfers: from the headers
+	Size     int64  `json:"size"`          // segmq transfers: from the headers
+	Total    uint32 `json:"total"`         // segmq transfers: from the first accepted segment
 }
 
 func (b *binding) raw() bool { return b.Transfer == "" }
@@ -54,12 +58,45 @@ type classifier struct {
 	maxMSS int    // refuse headers that claim a larger MSS
 	seed   bool   // take seed-format segments (no segmq headers: nothing to verify against)
 	digest string // the transfer's SHA-256, once known
+	// done lists the transfers a consumer has already restored (read from
+	// the registry, QUEUE.done, at the start of each session).
+	done map[doneKey]doneInfo
+}
+
+// doneKey is a completed transfer in the registry: its id and run.
+type doneKey struct{ Transfer, Run string }
+
+// doneInfo is what the registry's marker says about the restored file.
+type doneInfo struct {
+	Size    int64
+	HasSize bool
+	SHA256  string
+}
+
+// restored reports whether a segment is a leftover copy of a transfer in
+// the registry. The run decides; size and digest, when the marker and the
+// segment carry them, must agree too, which is all that tells two runs
+// apart for a producer that sends no segmq-run (run "").
+func (c *classifier) restored(m meta) bool {
+	if m.raw() || c.done == nil {
+		return false
+	}
+	d, ok := c.done[doneKey{m.Transfer, m.Run}]
+	switch {
+	case !ok:
+		return false
+	case d.HasSize && m.Size != d.Size:
+		return false
+	case d.SHA256 != "" && m.SHA256 != "" && m.SHA256 != d.SHA256:
+		return false
+	}
+	return true
 }
 
 // Why a delivery was set aside, for the consumer's hint.
 const (
 	asideOther    = "another transfer"
-	asideInstance = "the same transfer id with another size or MSS (an earlier run with the same --transfer?)"
+	asideInstance = "the same transfer id from another run, or with another size or MSS (an earlier run with the same --transfer?)"
 	asideSeed     = "seed-format (no segmq headers; pass --seed-format to take such a transfer, which cannot be verified)"
 )
 
@@ -112,12 +149,16 @@ func (c *classifier) classify(b *binding, headers amqp.Table, body []byte) verdi
 			return dead("the last segment carries no %s: a segmq transfer is only taken with its digest", HdrSHA256)
 		}
 	}
-	// Whose is it? A transfer is its id together with its MSS and size:
-	// a segment with the same id but another shape is another run that
-	// reused the id, set aside rather than dead-lettered, so that neither
-	// run can destroy the other.
+	// Whose is it? A transfer is its id together with its run, MSS and
+	// size: a segment with the same id but another run or shape is another
+	// run that reused the id, set aside rather than dead-lettered, so that
+	// neither run can destroy the other. A segment of a transfer already
+	// restored is dropped first, whatever --transfer says, unless it is
+	// the bound transfer's own (a .part of it may still need it).
 	aside := func(why string) verdict { return verdict{act: actAside, reason: why, m: m, h: h} }
 	switch {
+	case c.restored(m) && (b == nil || b.Transfer != m.Transfer || b.Run != m.Run):
+		return verdict{act: actStale, m: m, h: h}
 	case m.raw() && !c.seed:
 		return aside(asideSeed)
 	case c.want != "" && m.Transfer != c.want:
@@ -126,7 +167,7 @@ func (c *classifier) classify(b *binding, headers amqp.Table, body []byte) verdi
 		return v
 	case m.Transfer != b.Transfer:
 		return aside(asideOther)
-	case !m.raw() && (m.MSS != b.MSS || m.Size != b.Size || h.Total != b.Total):
+	case !m.raw() && (m.Run != b.Run || m.MSS != b.MSS || m.Size != b.Size || h.Total != b.Total):
 		return aside(asideInstance)
 	case !m.raw() && m.SHA256 != "" && c.digest != "" && m.SHA256 != c.digest:
 		return dead("segment %d carries a different file SHA-256 (%s) than the transfer's (%s)", h.Seq, m.SHA256, c.digest)

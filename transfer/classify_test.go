@@ -37,6 +37,15 @@ func TestClassify(t *testing.T) {
 	}
 	absurd := segment.Header{Seq: 0, Total: segment.MaxTotal + 1}.Bytes()
 	bound := &binding{Transfer: "real", MSS: mss, Size: int64(len(data)), Total: 4}
+	// The registry (QUEUE.done) and runs.
+	const runA, runB = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"
+	goodA := segmqBodiesRun(t, "real", runA, data, mss)
+	goodB := segmqBodiesRun(t, "real", runB, data, mss)
+	size := int64(len(data))
+	doneA := map[doneKey]doneInfo{{"real", runA}: {Size: size, HasSize: true, SHA256: sha}}
+	doneLegacy := map[doneKey]doneInfo{{"real", ""}: {Size: size, HasSize: true, SHA256: sha}}
+	boundA := &binding{Transfer: "real", Run: runA, MSS: mss, Size: size, Total: 4}
+	boundOther := &binding{Transfer: "other", Run: runB, MSS: mss, Size: size, Total: 4}
 	cases := []struct {
 		name   string
 		cls    classifier
@@ -64,6 +73,28 @@ func TestClassify(t *testing.T) {
 		{"same digest", classifier{maxMSS: MaxMSS, digest: sha}, bound, good[3], actPlace, ""},
 		{"absurd total", classifier{maxMSS: MaxMSS}, nil, msg{append(absurd[:], data[:mss]...), good[0].headers}, actDead, "exceeds the configured limit"},
 		{"short body", classifier{maxMSS: MaxMSS}, nil, msg{[]byte{1}, good[0].headers}, actDead, "shorter than the 8-byte header"},
+		// Runs (segmq-run) and the registry of restored transfers.
+		{"restored run, unbound: leftover", classifier{maxMSS: MaxMSS, done: doneA}, nil, goodA[0], actStale, ""},
+		{"restored run, last segment: leftover", classifier{maxMSS: MaxMSS, done: doneA}, nil, goodA[3], actStale, ""},
+		{"restored run named by --transfer: leftover", classifier{want: "real", maxMSS: MaxMSS, done: doneA}, nil, goodA[1], actStale, ""},
+		{"restored run while another --transfer is wanted: leftover", classifier{want: "other", maxMSS: MaxMSS, done: doneA}, nil, goodA[1], actStale, ""},
+		{"restored run while bound to another transfer: leftover", classifier{maxMSS: MaxMSS, done: doneA}, boundOther, goodA[2], actStale, ""},
+		{"restored run that is the bound one: placed", classifier{maxMSS: MaxMSS, done: doneA}, boundA, goodA[2], actPlace, ""},
+		{"another run of a restored id: placed", classifier{maxMSS: MaxMSS, done: doneA}, nil, goodB[0], actPlace, ""},
+		{"another run of a restored id, --transfer names it: placed", classifier{want: "real", maxMSS: MaxMSS, done: doneA}, nil, goodB[3], actPlace, ""},
+		{"no run, registry has the run: placed", classifier{maxMSS: MaxMSS, done: doneA}, nil, good[0], actPlace, ""},
+		{"another run than the bound one: set aside, never dead", classifier{maxMSS: MaxMSS, digest: sha}, boundA, with(goodB[3], HdrSHA256, strings.Repeat("cd", 32)), actAside, "another run"},
+		{"no run while bound to a run: set aside", classifier{maxMSS: MaxMSS}, boundA, good[0], actAside, "another run"},
+		{"a run while bound to none: set aside", classifier{maxMSS: MaxMSS}, bound, goodA[0], actAside, "another run"},
+		{"no run, restored with no run and this size: leftover", classifier{maxMSS: MaxMSS, done: doneLegacy}, nil, good[0], actStale, ""},
+		{"no run, restored with no run at another size: placed", classifier{maxMSS: MaxMSS, done: map[doneKey]doneInfo{{"real", ""}: {Size: size + 1, HasSize: true}}}, nil, good[0], actPlace, ""},
+		{"restored run, but the segment's digest is another: placed", classifier{maxMSS: MaxMSS, done: map[doneKey]doneInfo{{"real", runA}: {Size: size, HasSize: true, SHA256: strings.Repeat("ab", 32)}}}, nil, goodA[3], actPlace, ""},
+		{"restored run, malformed: dead", classifier{maxMSS: MaxMSS, done: doneA}, nil, with(goodA[0], HdrCRC, int64(1)), actDead, "CRC-32C"},
+		{"seed-format is never a leftover", classifier{maxMSS: MaxMSS, seed: true, done: map[doneKey]doneInfo{{"", ""}: {}}}, nil, seed[0], actPlace, ""},
+		{"run not hex: dead", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrRun, "zz"), actDead, "segmq-run"},
+		{"run empty: dead", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrRun, ""), actDead, "segmq-run"},
+		{"run not a string: dead", classifier{maxMSS: MaxMSS}, nil, with(good[0], HdrRun, int64(7)), actDead, "segmq-run"},
+		{"run without a transfer: dead", classifier{maxMSS: MaxMSS, seed: true}, nil, with(seed[0], HdrRun, runA), actDead, "segmq-run without"},
 	}
 	for _, c := range cases {
 		v := c.cls.classify(c.b, c.m.headers, c.m.body)

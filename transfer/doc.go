@@ -7,6 +7,7 @@
 // never in the body, so a seed-format producer (no headers) still works:
 //
 //	segmq-transfer  string  transfer id, one per producer run
+//	segmq-run       string  16 hex digits, new per transfer, kept across --resume
 //	segmq-mss       int64   maximum payload size
 //	segmq-size      int64   file size in bytes
 //	segmq-crc32c    int64   CRC-32C (Castagnoli) of this segment's payload as sent
@@ -37,14 +38,16 @@
 //
 // # Receive
 //
+//	session  ─► readDone: the registry QUEUE.done of transfers already
+//	            restored, read without ack, before consuming
 //	delivery ─► acker.track(tag)
-//	         ─► classifier (pure): dead-letter | set aside | place
+//	         ─► classifier (pure): dead-letter | set aside | drop leftover | place
 //	         ─► zstd decode when marked, shape checked again
 //	         ─► partFile.bind (first accepted segment only) ─► partFile.place
 //	         ─► held while beyond the reorder window (at most prefetch-1)
 //	flush    ─► partFile.persist (fsync .part, journal append) ─► acker: done ─► ack
 //	complete ─► cancel, settle what was prefetched ─► partFile.commit: size,
-//	            SHA-256, fsync, rename to --out
+//	            SHA-256, fsync, rename to --out ─► marker to QUEUE.done
 //
 // Each job has one owner:
 //   - partFile (partfile.go) owns OUT.part, its journal OUT.part.state and
@@ -66,4 +69,13 @@
 // every requeue spends the delivery limit; a copy at the tail does
 // neither. A crash between confirm and ack leaves a duplicate, which the
 // consumer of that transfer drops. Set-asides with no progress are paced.
+//
+// The producer is at-least-once (a --resume from a watermark that trails
+// what was published, a republish after a lost connection), so copies of
+// a restored transfer's segments can outlive its consumer. A transfer is
+// its id and its run (segmq-run), so another night's transfer under the
+// same --transfer id is never taken for them; after each restore the
+// consumer records TRANSFER/RUN in QUEUE.done (the newest 1000 are kept),
+// and every consumer acks and drops the segments of a transfer recorded
+// there, instead of binding to them.
 package transfer

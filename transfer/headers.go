@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -20,7 +21,15 @@ const (
 	// payload. Offsets, MSS, size and the SHA-256 always refer to the
 	// decoded bytes; the CRC-32C covers the payload as sent.
 	HdrEncoding = "segmq-encoding"
+	// HdrRun is a nonce the producer draws for each transfer and keeps
+	// across --resume. A transfer is its id and its run: the same id sent
+	// again (producer --transfer nightly, every night) is another run.
+	// Absent (a producer older than the header): run "".
+	HdrRun = "segmq-run"
 )
+
+// MaxRun bounds a run nonce; the producer sends 16 hex digits.
+const MaxRun = 64
 
 // EncodingZstd is the value of HdrEncoding for a zstd-compressed payload.
 const EncodingZstd = "zstd"
@@ -35,6 +44,7 @@ type meta struct {
 	HasCRC   bool
 	SHA256   string
 	Encoding string // "" or EncodingZstd
+	Run      string // "" when the producer sent no segmq-run
 }
 
 func (m meta) raw() bool { return m.Transfer == "" }
@@ -54,6 +64,26 @@ func CheckTransferID(id string) error {
 		}
 	}
 	return nil
+}
+
+// CheckRun says what is wrong with a run nonce: 1 to MaxRun hex digits.
+func CheckRun(run string) error {
+	if run == "" || len(run) > MaxRun {
+		return fmt.Errorf("run must be 1 to %d hex digits, got %d characters", MaxRun, len(run))
+	}
+	for _, c := range []byte(run) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return fmt.Errorf("run %.40q: only hex digits", run)
+		}
+	}
+	return nil
+}
+
+// NewRun returns a new run nonce: 64 random bits in hex.
+func NewRun() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func asInt(v any) (int64, bool) {
@@ -85,7 +115,7 @@ func parseMeta(h amqp.Table) (meta, error) {
 	var m meta
 	tv, ok := h[HdrTransfer]
 	if !ok {
-		for _, k := range []string{HdrMSS, HdrSize, HdrCRC, HdrSHA256, HdrEncoding} {
+		for _, k := range []string{HdrMSS, HdrSize, HdrCRC, HdrSHA256, HdrEncoding, HdrRun} {
 			if _, ok := h[k]; ok {
 				return m, fmt.Errorf("header %s without %s", k, HdrTransfer)
 			}
@@ -128,6 +158,13 @@ func parseMeta(h amqp.Table) (meta, error) {
 			return m, fmt.Errorf("header %s: unknown encoding %v (this consumer knows %q)", HdrEncoding, v, EncodingZstd)
 		}
 		m.Encoding = EncodingZstd
+	}
+	if v, present := h[HdrRun]; present {
+		run, ok := v.(string)
+		if !ok || CheckRun(run) != nil {
+			return m, fmt.Errorf("header %s: want 1 to %d hex digits, got %T %.40q", HdrRun, MaxRun, v, v)
+		}
+		m.Run = run
 	}
 	return m, nil
 }

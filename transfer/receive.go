@@ -96,6 +96,7 @@ func (c ReceiveConfig) Validate() error {
 // ReceiveResult describes a finished transfer.
 type ReceiveResult struct {
 	Transfer     string // "" for a seed-format transfer
+	Run          string // the transfer's segmq-run; "" if the producer sent none
 	Segments     uint32
 	Bytes        int64
 	SHA256       string
@@ -105,6 +106,7 @@ type ReceiveResult struct {
 	Duplicates   int
 	Requeued     int // given back with nack(requeue) after a failed write
 	SetAside     int // other transfers' segments (and held ones) moved to the queue's tail
+	Stale        int // leftover copies of transfers already restored (in the registry), acked and dropped
 	Conflicts    int // copies of a placed segment with other bytes, dead-lettered (counted in DeadLettered too)
 	DeadLettered int
 	Elapsed      time.Duration
@@ -147,7 +149,8 @@ type receiver struct {
 	unproduct  int // set-asides since the last placement, or the last pause
 	passLen    int // set-asides that make one pass through the queue (0: not measured)
 	backoff    time.Duration
-	asides     map[string]int // set-asides by reason, for the hint
+	asides     map[string]int   // set-asides by reason, for the hint
+	staleSeen  map[doneKey]bool // transfers whose leftovers were reported
 	hinted     bool
 	lastFlush  time.Time
 	lastPlaced time.Time
@@ -189,7 +192,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 		cfg.MaxMSS = segment.MaxMSS
 	}
 	r := &receiver{cfg: cfg, log: cfg.Log, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat},
-		parkCap: max(cfg.Prefetch-1, 0), backoff: minBackoff, asides: map[string]int{}}
+		parkCap: max(cfg.Prefetch-1, 0), backoff: minBackoff, asides: map[string]int{}, staleSeen: map[doneKey]bool{}}
 	if r.log == nil {
 		r.log = discard()
 	}
@@ -210,7 +213,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	}()
 	if b := part.bound(); b != nil {
 		r.cls.digest = part.sha
-		r.res.Transfer, r.res.Resumed = b.Transfer, part.resumed
+		r.res.Transfer, r.res.Run, r.res.Resumed = b.Transfer, b.Run, part.resumed
 		r.log.Info("resuming transfer", "transfer", b.Transfer, "segments", part.asm.Received(), "of", part.asm.Total(), "part", part.path)
 	}
 
@@ -254,6 +257,9 @@ func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.
 	}
 	if err := ch.Confirm(false); err != nil { // for moves to the tail
 		return lost(fmt.Errorf("enable publisher confirms: %w", err))
+	}
+	if err := r.readDone(conn); err != nil {
+		return err
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	r.returns = ch.NotifyReturn(make(chan amqp.Return, 16))
@@ -372,6 +378,8 @@ func (r *receiver) handle(ctx context.Context, d amqp.Delivery) error {
 	case actAside:
 		r.asides[v.reason]++
 		return r.setAside(ctx, d)
+	case actStale:
+		return r.dropStale(d, v.m)
 	}
 	s := heldSeg{d: d, m: v.m, h: v.h, payload: v.payload}
 	if v.m.Encoding == EncodingZstd {
@@ -386,15 +394,15 @@ func (r *receiver) handle(ctx context.Context, d amqp.Delivery) error {
 		}
 	}
 	if r.part.bound() == nil {
-		b := binding{Transfer: v.m.Transfer, MSS: v.m.MSS, Size: v.m.Size}
+		b := binding{Transfer: v.m.Transfer, Run: v.m.Run, MSS: v.m.MSS, Size: v.m.Size}
 		if !v.m.raw() {
 			b.Total = v.h.Total
 		}
 		if err := r.part.bind(b); err != nil {
 			return err
 		}
-		r.res.Transfer = b.Transfer
-		r.log.Info("receiving transfer", "transfer", b.Transfer, "raw", b.raw(), "mss", b.MSS, "size", b.Size, "segments", v.h.Total)
+		r.res.Transfer, r.res.Run = b.Transfer, b.Run
+		r.log.Info("receiving transfer", "transfer", b.Transfer, "run", b.Run, "raw", b.raw(), "mss", b.MSS, "size", b.Size, "segments", v.h.Total)
 	}
 	return r.place(ctx, s)
 }
@@ -683,8 +691,116 @@ func (r *receiver) finish() error {
 		r.log.Info("seed-format transfer: no size or digest to check against; assembled as raw bytes")
 	} else {
 		r.res.Verified = true
+		r.markDone()
 	}
 	return nil
+}
+
+// dropStale acks and drops a leftover copy of a transfer a consumer has
+// already restored: the producer is at-least-once (a --resume from a
+// trailing watermark, a republish after a lost connection), and the copies
+// left behind would otherwise capture the next consumer that takes "the
+// first to arrive". It is acked with the next batch; nothing is written.
+func (r *receiver) dropStale(d amqp.Delivery, m meta) error {
+	r.res.Stale++
+	if k := (doneKey{m.Transfer, m.Run}); !r.staleSeen[k] {
+		r.staleSeen[k] = true
+		r.log.Info(fmt.Sprintf("transfer %s (run %s) was already restored; dropping its leftover copies", m.Transfer, orNone(m.Run)),
+			"transfer", m.Transfer, "run", m.Run, "registry", r.cfg.Topology.DoneQueue())
+	}
+	r.acks.done(d.DeliveryTag)
+	// Clearing leftovers is progress: --timeout must not run out while
+	// the consumer works through a backlog of them.
+	r.lastPlaced = time.Now()
+	return nil
+}
+
+func orNone(run string) string {
+	if run == "" {
+		return "none"
+	}
+	return run
+}
+
+// readDone reads the registry of completed transfers (QUEUE.done) on a
+// channel of its own: basic.get without ack until it is empty (at most
+// rabbit.DoneMax markers), then the channel is closed and the broker
+// requeues every marker; nothing is consumed. A registry that cannot be
+// read is a warning: the consumer then works as before it existed.
+func (r *receiver) readDone(conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return lost(fmt.Errorf("open channel: %w", err))
+	}
+	done := map[doneKey]doneInfo{}
+	q := r.cfg.Topology.DoneQueue()
+	var gerr error
+	for range rabbit.DoneMax + 16 { // drop-head keeps at most DoneMax; a few more may race in
+		d, ok, err := ch.Get(q, false)
+		if err != nil {
+			gerr = err
+			break
+		}
+		if !ok {
+			break
+		}
+		tr, _ := d.Headers[HdrTransfer].(string)
+		if CheckTransferID(tr) != nil {
+			continue
+		}
+		run, _ := d.Headers[HdrRun].(string)
+		info := doneInfo{}
+		if n, ok := asInt(d.Headers[HdrSize]); ok {
+			info.Size, info.HasSize = n, true
+		}
+		info.SHA256, _ = d.Headers[HdrSHA256].(string)
+		done[doneKey{tr, run}] = info
+	}
+	ch.Close() // requeues every marker got above
+	if gerr != nil {
+		if conn.IsClosed() {
+			return lost(fmt.Errorf("read %s: %w", q, gerr))
+		}
+		r.log.Warn("cannot read the registry of completed transfers; leftover copies of restored transfers will not be recognised", "queue", q, "err", gerr)
+		return nil
+	}
+	r.cls.done = done
+	r.log.Debug("registry of completed transfers read", "queue", q, "transfers", len(done))
+	return nil
+}
+
+// markDone records the transfer just restored in the registry
+// (QUEUE.done): one persistent, confirmed marker, so that later consumers
+// drop the leftover copies of its segments. Failing that is a warning:
+// the file is restored whatever happens here.
+func (r *receiver) markDone() {
+	b := r.part.bound()
+	q := r.cfg.Topology.DoneQueue()
+	warn := func(err error) {
+		r.log.Warn("restored, but could not record it in the registry of completed transfers; a leftover copy of its segments may be taken by the next consumer", "queue", q, "transfer", b.Transfer, "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dc, err := r.ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false, amqp.Publishing{
+		Headers:      amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrSize: r.res.Bytes, HdrSHA256: r.res.SHA256},
+		Body:         []byte(b.Transfer + "/" + b.Run),
+		ContentType:  "text/plain",
+		DeliveryMode: amqp.Persistent,
+		Timestamp:    time.Now(),
+		AppId:        "segmq",
+	})
+	if err != nil {
+		warn(err)
+		return
+	}
+	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+		if err == nil {
+			err = errors.New("the broker nacked the marker")
+		}
+		warn(err)
+		return
+	}
+	r.log.Debug("recorded in the registry of completed transfers", "queue", q, "transfer", b.Transfer, "run", b.Run)
 }
 
 // unpackBufs recycles decoded payloads: the hasher gives them back.

@@ -83,6 +83,7 @@ func (c SendConfig) Validate() error {
 // SendResult describes a finished send.
 type SendResult struct {
 	Transfer    string
+	Run         string // the run nonce sent in segmq-run
 	Segments    uint32
 	Bytes       int64
 	WireBytes   int64 // payload bytes published this run, after compression (republishes not counted)
@@ -163,12 +164,18 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		if resumed.Fold != fold {
 			return SendResult{}, fmt.Errorf("cannot resume transfer %s: the input's content changed since it was interrupted; delete %s to start a new transfer", resumed.Transfer, cfg.State)
 		}
-		p.st.Transfer, p.next, p.saved = resumed.Transfer, confirmed, confirmed
+		// The run too, even "" (a state file from a producer older than
+		// segmq-run, whose segments carry none): the resumed segments must
+		// be the same transfer as those already published.
+		p.st.Transfer, p.st.Run, p.next, p.saved = resumed.Transfer, resumed.Run, confirmed, confirmed
 		p.res.Resumed = confirmed
-		log.Info("resuming transfer", "transfer", resumed.Transfer, "confirmed", confirmed)
+		log.Info("resuming transfer", "transfer", resumed.Transfer, "run", resumed.Run, "confirmed", confirmed)
 	}
 	if p.st.Transfer == "" {
 		p.st.Transfer = NewTransferID()
+	}
+	if resumed == nil {
+		p.st.Run = NewRun() // a new run even when --transfer reuses an id
 	}
 	if err := p.hashPrefix(); err != nil {
 		return SendResult{}, err
@@ -213,7 +220,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	}
 	p.saveWatermark(true)
 	p.removeState()
-	p.res.Transfer, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.st.Transfer, p.split.Total(), p.size, p.sum
+	p.res.Transfer, p.res.Run, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.st.Transfer, p.st.Run, p.split.Total(), p.size, p.sum
 	p.res.Elapsed = time.Since(start)
 	return p.res, nil
 }
@@ -393,15 +400,23 @@ func (p *publisher) inputError(err error) error {
 // transfer id, MSS, file size, the payload's CRC-32C and, when known
 // (sha256 != ""), the file's SHA-256.
 func SegmentHeaders(transfer string, mss int, size int64, payload []byte, sha256 string) amqp.Table {
-	return segmentHeaders(transfer, mss, size, crc32.Checksum(payload, castagnoli), sha256, false)
+	return segmentHeaders(transfer, "", mss, size, crc32.Checksum(payload, castagnoli), sha256, false)
 }
 
-func segmentHeaders(transfer string, mss int, size int64, crc uint32, sha256 string, zstd bool) amqp.Table {
+// SegmentHeadersRun is SegmentHeaders with a run nonce (HdrRun).
+func SegmentHeadersRun(transfer, run string, mss int, size int64, payload []byte, sha256 string) amqp.Table {
+	return segmentHeaders(transfer, run, mss, size, crc32.Checksum(payload, castagnoli), sha256, false)
+}
+
+func segmentHeaders(transfer, run string, mss int, size int64, crc uint32, sha256 string, zstd bool) amqp.Table {
 	h := amqp.Table{
 		HdrTransfer: transfer,
 		HdrMSS:      int64(mss),
 		HdrSize:     size,
 		HdrCRC:      int64(crc),
+	}
+	if run != "" {
+		h[HdrRun] = run
 	}
 	if sha256 != "" {
 		h[HdrSHA256] = sha256
@@ -435,7 +450,7 @@ func (p *publisher) republish(ctx context.Context, seq uint32) error {
 // returns. The caller bounds the window with drain.
 func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc uint32, packed bool) error {
 	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", p.cfg.Topology.Name(), true, false, amqp.Publishing{
-		Headers:      segmentHeaders(p.st.Transfer, p.cfg.MSS, p.size, crc, p.sum, packed),
+		Headers:      segmentHeaders(p.st.Transfer, p.st.Run, p.cfg.MSS, p.size, crc, p.sum, packed),
 		ContentType:  "application/octet-stream",
 		DeliveryMode: amqp.Persistent,
 		MessageId:    p.st.Transfer + "/" + strconv.FormatUint(uint64(seq), 10),

@@ -30,9 +30,12 @@ var ErrInputChanged = errors.New("the input file changed during the send")
 //
 // Fold identifies the input's content: it is a digest of the CRC-32C of
 // every segment's payload, so a resume of a file whose bytes changed since
-// (even at the same size and modification time) is refused.
+// (even at the same size and modification time) is refused. Run is the
+// transfer's segmq-run nonce, kept so that --resume sends the same run;
+// a state file written before segmq-run has none, and resumes with none.
 type sendState struct {
 	Transfer string `json:"transfer"`
+	Run      string `json:"run,omitempty"`
 	MSS      int    `json:"mss"`
 	Size     int64  `json:"size"`
 	Fold     string `json:"fold"`

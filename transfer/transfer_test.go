@@ -42,6 +42,14 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, url: brokertest.URL(t), topo: rabbit.Topology{Queue: brokertest.Queue(t)}, dir: t.TempDir(), logs: &brokertest.LogBuffer{}}
 	e.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() { // brokertest.Queue deletes the others
+		if conn, err := amqp.Dial(e.url); err == nil {
+			defer conn.Close()
+			if ch, err := conn.Channel(); err == nil {
+				ch.QueueDelete(e.topo.DoneQueue(), false, false, false)
+			}
+		}
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", e.logs.String())
