@@ -21,7 +21,7 @@ type BrokerFlags struct {
 func (b *BrokerFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&b.URL, "url", "", "AMQP URL (amqp:// or amqps://); default $AMQP_URL, else "+DefaultURL+"; prefer $AMQP_URL or --url-file for a password")
 	fs.StringVar(&b.URLFile, "url-file", "", "read the AMQP URL from this file (keeps the password out of the process list)")
-	fs.StringVar(&b.Queue, "queue", "snapshots", "queue name (its dead-letter queue is QUEUE.dead)")
+	fs.StringVar(&b.Queue, "queue", "snapshots", "queue name (its dead-letter queue is QUEUE.dead; restored transfers are listed in QUEUE.done)")
 	fs.StringVar(&b.QueueType, "queue-type", rabbit.Classic, "queue type when the queue is created: classic or quorum")
 	fs.StringVar(&b.TLS.CA, "tls-ca", os.Getenv("AMQP_TLS_CA"), "PEM CA bundle for amqps:// (default $AMQP_TLS_CA)")
 	fs.StringVar(&b.TLS.Cert, "tls-cert", os.Getenv("AMQP_TLS_CERT"), "PEM client certificate for amqps:// (default $AMQP_TLS_CERT)")
