@@ -100,11 +100,19 @@ func (b *Broker) inside(path string) string {
 // command runs name (a path as seen from the root) on the host or in the
 // root.
 func (b *Broker) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
 	if b.Root == "" {
-		return exec.CommandContext(ctx, name, args...)
+		cmd = exec.CommandContext(ctx, name, args...)
+	} else {
+		script := `mount -t proc proc "$0/proc" && exec chroot "$0" "$@"`
+		cmd = exec.CommandContext(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, b.Root, name}, args...)...)
 	}
-	script := `mount -t proc proc "$0/proc" && exec chroot "$0" "$@"`
-	return exec.CommandContext(ctx, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, b.Root, name}, args...)...)
+	// On cancel, end the whole group: rabbitmqctl runs an Erlang VM that
+	// would otherwise outlive its wrapper and keep the output pipe open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }
 
 func freePort() (int, error) {
@@ -352,7 +360,25 @@ func (b *Broker) SaveEnv() error {
 // StopDetached stops a node started by another process: rabbitmqctl stop,
 // then its epmd.
 func (b *Broker) StopDetached(ctx context.Context) error {
-	_, err := b.Ctl(ctx, "stop", b.inside(filepath.Join(b.Dir, "pid")))
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := b.Ctl(cctx, "stop", b.inside(filepath.Join(b.Dir, "pid")))
+	cancel()
+	if err != nil {
+		// rabbitmqctl could not stop it (seen with 4.0.5 from a root when
+		// the starting process has exited): end the node by its pid.
+		if raw, rerr := os.ReadFile(filepath.Join(b.Dir, "pid")); rerr == nil {
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(raw))); perr == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGTERM)
+				for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+					time.Sleep(100 * time.Millisecond)
+				}
+				if syscall.Kill(pid, 0) == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				err = nil
+			}
+		}
+	}
 	b.killEpmd()
 	return err
 }
