@@ -363,6 +363,9 @@ func (r *receiver) incomplete(why error) error {
 	if r.res.SetAside > 0 {
 		have += fmt.Sprintf("; %d segments of other transfers (or beyond the window) moved to the queue's tail", r.res.SetAside)
 	}
+	if n := r.deadDepth(); n > 0 {
+		have += fmt.Sprintf("; %s holds %d messages: what was dead-lettered (malformed, or past a quorum queue's delivery limit) waits there", r.cfg.Topology.DeadQueue(), n)
+	}
 	if r.part.bound() == nil {
 		return fmt.Errorf("%w: %w; %s", ErrIncomplete, why, have)
 	}
@@ -579,6 +582,24 @@ func (r *receiver) measurePass() int {
 		return 2 * r.cfg.Prefetch
 	}
 	return q.Messages + r.cfg.Prefetch
+}
+
+// deadDepth is the number of messages in the dead-letter queue, or 0
+// when it cannot be asked (no live connection).
+func (r *receiver) deadDepth() int {
+	if r.conn == nil || r.conn.IsClosed() {
+		return 0
+	}
+	ch, err := r.conn.Channel()
+	if err != nil {
+		return 0
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(r.cfg.Topology.DeadQueue(), true, false, false, false, nil)
+	if err != nil {
+		return 0
+	}
+	return q.Messages
 }
 
 // hint says once why the consumer is moving segments and pausing.

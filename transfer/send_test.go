@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
@@ -164,5 +166,28 @@ func TestTransferIDLimits(t *testing.T) {
 	}
 	if err := CheckTransferID(strings.Repeat("y", MaxTransferID)); err != nil {
 		t.Errorf("an id of %d characters: %v", MaxTransferID, err)
+	}
+}
+
+// TestIncompleteNamesDeadLetters: a transfer that ends incomplete says
+// how many messages wait in the dead-letter queue, where a segment the
+// broker dead-lettered (e.g. at a quorum queue's delivery limit) would be.
+func TestIncompleteNamesDeadLetters(t *testing.T) {
+	e := newEnv(t)
+	const mss = 100
+	data := randData(63, 5*mss)
+	m := segmqBodies(t, "with-dead", data, mss)
+	bad := msg{body: m[2].body, headers: amqp.Table{}}
+	for k, v := range m[2].headers {
+		bad.headers[k] = v
+	}
+	bad.headers[HdrCRC] = int64(1) // dead-lettered by the consumer
+	e.publish([]msg{m[0], m[1], bad, m[3], m[4]})
+	cfg := e.receiveCfg(filepath.Join(e.dir, "out.bin"))
+	cfg.Timeout = 700 * time.Millisecond
+	_, err := Receive(context.Background(), cfg)
+	want := e.topo.DeadQueue() + " holds 1 messages"
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "first missing [2]") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want it to name the missing segment and %q", err, want)
 	}
 }
