@@ -46,14 +46,8 @@ func TestResumeRefusesChangedContent(t *testing.T) {
 	data := randData(60, 10_000)
 	in := e.file("in.bin", data)
 	st := sendState{Transfer: "t1", MSS: 1000, Size: int64(len(data)), Fold: strings.Repeat("0", 64)}
-	js, _ := json.Marshal(st)
-	j, err := journal.Create(in+".segmq-send", 'P', journal.Record{Type: recSendHeader, Data: js},
-		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, 4)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.Close()
-	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 1000, Raw: true, Resume: true})
+	writeSendState(t, in+".segmq-send", st, 4)
+	_, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 1000, Raw: true, Resume: true})
 	if err == nil || !strings.Contains(err.Error(), "content changed") || !strings.Contains(err.Error(), "delete") {
 		t.Fatalf("err = %v", err)
 	}
@@ -77,13 +71,7 @@ func TestResumeSendsOnlyUnconfirmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: fold}
-	js, _ := json.Marshal(st)
-	j, err := journal.Create(in+".segmq-send", 'P', journal.Record{Type: recSendHeader, Data: js},
-		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, 6)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.Close()
+	writeSendState(t, in+".segmq-send", st, 6)
 	res, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, Resume: true, Log: e.log})
 	if err != nil {
 		t.Fatal(err)
@@ -190,4 +178,20 @@ func TestIncompleteNamesDeadLetters(t *testing.T) {
 	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "first missing [2]") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want it to name the missing segment and %q", err, want)
 	}
+}
+
+// writeSendState writes a producer state journal as an interrupted Send
+// would have left it: the transfer record, then a confirmed watermark.
+func writeSendState(t *testing.T, path string, st sendState, watermark uint32) {
+	t.Helper()
+	js, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := journal.Create(path, 'P', journal.Record{Type: recSendHeader, Data: js},
+		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, watermark)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
 }

@@ -2,8 +2,6 @@ package transfer
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -12,7 +10,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/rabbit"
 )
 
@@ -96,13 +93,7 @@ func TestLeftoverCopiesDropped(t *testing.T) {
 	first := segmqBodiesRun(t, "day1", run, day1, mss)
 	e.publish(first)
 	st := sendState{Transfer: "day1", Run: run, MSS: mss, Size: int64(len(day1)), Fold: fold}
-	js, _ := json.Marshal(st)
-	j, err := journal.Create(in+".segmq-send", 'P', journal.Record{Type: recSendHeader, Data: js},
-		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, 100)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j.Close()
+	writeSendState(t, in+".segmq-send", st, 100)
 	s1, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, Resume: true, Log: e.log})
 	if err != nil {
 		t.Fatal(err)
