@@ -231,7 +231,24 @@ root_for() {
       if [ ! -x "$RABBIT_ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ]; then
         SEGMQ_RABBITMQ_ROOT=$RABBIT_ROOT scripts/setup.sh >&2 || die "could not build the RabbitMQ root $RABBIT_ROOT"
       fi
-      echo "$RABBIT_ROOT"; return ;;
+      # make test runs nodes inside that root while we may read it: take a
+      # copy of its files once (tar says 1 for a file that changed while
+      # read; the volatile directories are left out).
+      key=$(ls -d "$RABBIT_ROOT"/usr/lib/rabbitmq/lib/rabbitmq_server-* | sha256sum | cut -c1-12)
+      dir=$CACHE/rabbitmq-trixie-$key
+      if [ ! -e "$dir/.complete" ]; then
+        mkdir -p "$CACHE"; rm -rf "$dir.tmp"; mkdir "$dir.tmp"
+        say "copying the RabbitMQ root $RABBIT_ROOT to $dir (once; cached)"
+        local st=0
+        tar -C "$RABBIT_ROOT" --warning=no-file-changed --warning=no-file-removed \
+            --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* --exclude=./tmp/* --exclude=./run/* \
+            --exclude=./var/tmp/* --exclude=./var/log/rabbitmq/* --exclude='./var/lib/rabbitmq/mnesia/*' \
+            -cf - . | tar -C "$dir.tmp" -xf - || st=$?
+        [ "$st" = 0 ] || [ "$st" = 1 ] || die "could not copy $RABBIT_ROOT (tar $st)"
+        chmod 1777 "$dir.tmp/tmp"
+        touch "$dir.tmp/.complete"; rm -rf "$dir"; mv "$dir.tmp" "$dir"
+      fi
+      echo "$dir"; return ;;
     debian) include= ;;
     golang) include=ca-certificates,git,gcc,libc6-dev,make,pkg-config ;;
     postgres) include=postgresql-15,gosu,locales ;;
@@ -388,7 +405,7 @@ run_stack() {
   if [ -n "$brk" ]; then
     dir=$work/src-$brk
     mkdir -p "$dir"
-    git ls-files -z -co --exclude-standard | (cd "$repo" && xargs -0 cp --parents -t "$dir")
+    git ls-files -z -co --exclude-standard | (cd "$repo" && xargs -0 cp -a --parents -t "$dir")
     case "$brk" in
       creds) sed -i 's/RABBITMQ_DEFAULT_USER:/RABBITMQ_DEFAULT_USERNAME:/' "$dir/docker-compose.yml" ;;
       health) sed -i 's/"rabbitmq-diagnostics", "-q"/"rabbitmq-diagnostic", "-q"/' "$dir/docker-compose.yml" ;;
