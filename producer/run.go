@@ -13,11 +13,11 @@ import (
 )
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	fs := cli.FlagSet("producer", "producer [--in db.bin] [--mss 65536] [--queue snapshots] [--url URL] [flags]", stderr)
+	fs := cli.FlagSet("producer", "producer [--in db.bin] [--mss 65528] [--queue snapshots] [--url URL] [flags]", stderr)
 	var bf cli.BrokerFlags
 	bf.Register(fs)
 	in := fs.String("in", "db.bin", "snapshot file to send")
-	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8)")
+	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8; the default makes it 64 KiB)")
 	window := fs.Int("confirm-window", transfer.DefaultConfirmWindow, "publishes awaiting broker confirmation")
 	compress := fs.String("compress", transfer.CompressNone, "pack payloads: none; s2 or zstd (each payload, when smaller); auto (s2 while it pays, by the observed ratio and publish rate). The consumer decodes; offsets, size and SHA-256 stay those of the file. Consumers older than s2 dead-letter s2 payloads")
 	raw := fs.Bool("raw", false, "send any file, not only a complete snapshot")

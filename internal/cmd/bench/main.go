@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/segmq/segmq/internal/localbroker"
+	"github.com/segmq/segmq/transfer"
 )
 
 type options struct {
@@ -100,7 +101,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.readme, "readme", "", "README to update between the bench markers (empty: leave it)")
 	fs.IntVar(&o.runs, "runs", 3, "alternating raw/segmq pairs on a classic queue")
 	fs.IntVar(&o.quorumRuns, "quorum-runs", 2, "alternating pairs on a quorum queue (0: skip)")
-	fs.IntVar(&o.mss, "mss", 65536, "MSS for everything but the sweep")
+	fs.IntVar(&o.mss, "mss", transfer.DefaultMSS, "MSS for everything but the sweep (the default is the producer's; the raw baselines send bodies of MSS+8 bytes, as segmq does)")
 	ratio := fs.String("ratio-size", "1GiB", "snapshot size for the raw/segmq ratio")
 	rss := fs.String("rss-sizes", "256MiB,1GiB,4GiB", "snapshot sizes for peak RSS")
 	sweepSize := fs.String("sweep-size", "256MiB", "snapshot size for the MSS sweep")
