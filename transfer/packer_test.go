@@ -104,3 +104,33 @@ func TestPackerModes(t *testing.T) {
 		t.Error("newPacker accepted lz4")
 	}
 }
+
+// BenchmarkPack: packing 64 KiB payloads of a generated snapshot, per
+// mode; wire/file is reported as a metric.
+func BenchmarkPack(b *testing.B) {
+	data := genSnapshot(b, 100_000)
+	for _, mode := range []string{EncodingS2, EncodingZstd, "s2-snappy"} {
+		b.Run(mode, func(b *testing.B) {
+			var pk *packer
+			if mode != "s2-snappy" {
+				pk, _ = newPacker(mode, DefaultMSS)
+			}
+			dst := make([]byte, 0, 2*DefaultMSS)
+			var in, out int64
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				for off := 0; off+DefaultMSS <= len(data); off += DefaultMSS {
+					body := packBody(data[off : off+DefaultMSS])
+					var packed []byte
+					if pk == nil {
+						packed = s2.EncodeSnappy(dst[:cap(dst)], body[segment.HeaderSize:])
+					} else if packed, _ = pk.pack(dst, body); packed == nil {
+						packed = body
+					}
+					in, out = in+int64(DefaultMSS), out+int64(len(packed))
+				}
+			}
+			b.ReportMetric(float64(out)/float64(in), "wire/file")
+		})
+	}
+}
