@@ -127,7 +127,7 @@ func genSection(ctx context.Context, b *bench, e *env) error {
 // cadence, segmq. The ceiling is the best cadence's median.
 func ratioSection(ctx context.Context, b *bench, e *env) error {
 	o, main := b.o, e.main
-	cad := table{cols: []string{"queue", "fsync + ack every", "prefetch", "runs (MB/s)", "median MB/s", ""}}
+	cad := table{cols: []string{"queue", "fsync + ack every", "prefetch", "runs (MB/s)", "median MB/s", "best"}}
 	t := table{cols: []string{"queue", "raw MB/s", "ceiling: best raw + write MB/s", "segmq MB/s", "segmq / raw", "segmq / ceiling", "segmq runs (MB/s)"}}
 	for _, qt := range []struct {
 		name string
