@@ -235,6 +235,27 @@ func zstdBodies(t testing.TB, in []msg) []msg {
 	return out
 }
 
+// s2Bodies packs every non-empty payload into one S2 block, as the
+// producer's --compress s2 does, even where that does not make it smaller.
+func s2Bodies(in []msg) []msg {
+	out := make([]msg, len(in))
+	for i, m := range in {
+		out[i] = m
+		if len(m.body) == segment.HeaderSize {
+			continue
+		}
+		body := s2Encode(append([]byte(nil), m.body[:segment.HeaderSize]...), m.body[segment.HeaderSize:])
+		h := amqp.Table{}
+		for k, v := range m.headers {
+			h[k] = v
+		}
+		h[HdrEncoding] = EncodingS2
+		h[HdrCRC] = int64(crc32.Checksum(body[segment.HeaderSize:], castagnoli))
+		out[i] = msg{body: body, headers: h}
+	}
+	return out
+}
+
 func randData(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
 	b := make([]byte, n)
@@ -325,7 +346,7 @@ func TestArrivalOrders(t *testing.T) {
 		},
 	}
 	for name, order := range orders {
-		for _, format := range []string{"seed", "segmq", "zstd"} {
+		for _, format := range []string{"seed", "segmq", "zstd", "s2"} {
 			t.Run(name+"/"+format, func(t *testing.T) {
 				e := newEnv(t)
 				bodies := seedBodies(data, mss)
@@ -334,6 +355,8 @@ func TestArrivalOrders(t *testing.T) {
 					bodies = segmqBodies(t, "tx-"+name, data, mss)
 				case "zstd":
 					bodies = zstdBodies(t, segmqBodies(t, "tz-"+name, data, mss))
+				case "s2":
+					bodies = s2Bodies(segmqBodies(t, "ts-"+name, data, mss))
 				}
 				msgs := order(bodies)
 				e.publish(msgs)
