@@ -5,15 +5,20 @@
 //     confirm window and one consumer with prefetch and batched acks, on a
 //     fresh durable queue, both at once, persistent bodies of MSS+8 bytes,
 //     as many as the snapshot has segments.
+//   - "raw + write" is the same consumer also writing each body at its
+//     offset and fsyncing before each ack, at every cadence of
+//     -raw-cadences; the best median is the ceiling segmq is held to.
 //   - segmq is the real producer and consumer binaries on a generated
 //     snapshot of that byte size, consumer started first, timed from the
 //     start of both until the consumer has verified and renamed the file.
-//   - The two alternate, run after run, so that machine noise hits both.
+//   - They alternate, run after run, so that machine noise hits them all.
 //
-// It also records peak RSS (getrusage of each child) at several snapshot
-// sizes, `snapshot gen` rows/s with 1 and 2 workers, an MSS sweep and the
-// effect of --compress zstd. Results go to stdout, to -results (markdown)
-// and, with -readme, between the bench markers of the README.
+// It also records peak RSS (VmHWM of each child) at several snapshot
+// sizes, `snapshot gen` rows/s with 1 and 2 workers, an MSS sweep and each
+// --compress mode against the raw broker. Results go to stdout, to
+// -results (markdown) and, with -readme, between the bench markers of the
+// README. Each part of the report is a section (sections.go); a file may
+// add its own with register from an init func.
 //
 // The broker is $AMQP_URL, else a throwaway local rabbitmq-server.
 package main
