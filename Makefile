@@ -47,7 +47,8 @@ faults:
 # End to end against a raw amqp091-go baseline on the same broker
 # ($$AMQP_URL, else a throwaway local node): raw + write per ack/fsync
 # cadence (the ceiling), throughput ratio, peak RSS at 256 MiB/1 GiB/4 GiB,
-# gen rows/s, MSS sweep, each --compress mode. About 10 minutes here;
+# gen rows/s, MSS sweep, each --compress mode. It was about 5 minutes
+# before issue 13 added the cadences and compression runs (not yet timed whole);
 # needs ~15 GB of free disk in bench/out. Writes bench/results.md and the
 # README's table. BENCH_FLAGS passes flags to internal/cmd/bench.
 bench: build
