@@ -130,7 +130,7 @@ func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("dump: %w", err)
 	}
 	if n := len(st.NotCarried); n > 0 {
-		fmt.Fprintf(stderr, "snapshot: warning: %s holds tables, their keys, indexes, sequences and rows; these %d objects of the source are NOT in it and a restore will not recreate them:\n", *out, n)
+		fmt.Fprintf(stderr, "snapshot: warning: %s holds tables, their keys, indexes, sequences and rows; it does NOT hold these %d objects of the source, and a restore will not recreate them:\n", *out, n)
 		for _, o := range st.NotCarried {
 			fmt.Fprintf(stderr, "snapshot: warning:   %s\n", o)
 		}
