@@ -768,17 +768,6 @@ func finishParallel(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, sg *
 		if err := exec("table "+displayTable(t), fmt.Sprintf("ALTER TABLE %s RESET (autovacuum_enabled, toast.autovacuum_enabled)", ident(s, rel))); err != nil {
 			return err
 		}
-		for _, c := range t.Columns {
-			sq := c.GetSequence()
-			if sq == nil || schemaOf(sq.GetSchema()) == s {
-				continue
-			}
-			// The move took the owned sequence into the table's schema.
-			if err := exec("move sequence "+display(schemaOf(sq.GetSchema()), sq.GetName()),
-				fmt.Sprintf("ALTER SEQUENCE %s SET SCHEMA %s", ident(s, sq.GetName()), ident(schemaOf(sq.GetSchema())))); err != nil {
-				return err
-			}
-		}
 	}
 	for _, a := range b.attach {
 		if err := exec(fmt.Sprintf("constraint %s on %s", a.name, displayTable(a.t)),

@@ -96,6 +96,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(snapshot); err != nil {
 		return fmt.Errorf("%s: build it first (make build): %w", snapshot, err)
 	}
+	// pg_ctl runs as the postgres user in another directory: the
+	// cluster's path must be absolute.
+	if *dir, err = filepath.Abs(*dir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
