@@ -88,10 +88,10 @@ func (osFS) CreateTemp(dir, pattern string) (File, error) {
 	return f, nil
 }
 
-func (osFS) Rename(oldpath, newpath string) error    { return os.Rename(oldpath, newpath) }
-func (osFS) Remove(name string) error                { return os.Remove(name) }
-func (osFS) Stat(name string) (fs.FileInfo, error)   { return os.Stat(name) }
-func (osFS) SyncDir(dir string) error                { return fsutil.SyncDir(dir) }
+func (osFS) Rename(oldpath, newpath string) error  { return os.Rename(oldpath, newpath) }
+func (osFS) Remove(name string) error              { return os.Remove(name) }
+func (osFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
+func (osFS) SyncDir(dir string) error              { return fsutil.SyncDir(dir) }
 func (osFS) Lock(name string) (Unlocker, error) {
 	l, err := fsutil.TryLock(name)
 	if err != nil {
