@@ -35,13 +35,15 @@ lint:
 	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; else docker compose -f docker-compose.yml config -q; fi
 	@echo lint ok
 
-# The fault matrix: every randomised fault scenario 5 times with recorded
-# seeds (SEGMQ_FAULT_SEED, default 1); one MATRIX line per run in faults-matrix.txt.
+# The fault matrix: every randomised fault scenario 5 times from a random
+# seed, printed first (FAULT_SEED=N make faults reproduces a run; make test
+# always runs seed 1); one MATRIX line per run in faults-matrix.txt.
 FAULT_RUNS ?= 5
+FAULT_SEED ?= random
 faults: export SEGMQ_RABBITMQ_ROOT ?= $(RABBITMQ4_ROOT)
 faults:
 	scripts/setup.sh
-	SEGMQ_FAULT_RUNS=$(FAULT_RUNS) $(GO) test -race -count=1 -timeout 40m -v ./internal/faults | tee faults.log | grep -E 'MATRIX|^(--- FAIL|FAIL|ok)'
+	SEGMQ_FAULT_RUNS=$(FAULT_RUNS) SEGMQ_FAULT_SEED=$(FAULT_SEED) $(GO) test -race -count=1 -timeout 40m -v ./internal/faults | tee faults.log | grep -E 'FAULT SEED|MATRIX|^(--- FAIL|FAIL|ok)'
 	@grep -o 'MATRIX.*' faults.log > faults-matrix.txt; ! grep -q '^--- FAIL' faults.log
 
 # End to end against a raw amqp091-go baseline on the same broker
