@@ -67,13 +67,18 @@ func TestMechProducerStateBeforeFirstPublish(t *testing.T) {
 	if _, err := b.Ctl(ctx, "set_policy", policy, "^"+e.topo.Name()+"$", `{"max-length":0,"overflow":"reject-publish"}`, "--apply-to", "queues"); err != nil {
 		t.Fatalf("set_policy: %v", err)
 	}
-	defer b.Ctl(ctx, "clear_policy", policy)
+	cleared := false
+	defer func() {
+		if !cleared {
+			b.Ctl(ctx, "clear_policy", policy)
+		}
+	}()
 	const mss = 1000
 	data := randData(140, 20*mss-3)
 	in := e.file("in.bin", data)
 	fs := vfs.NewStrictMem()
 	const state = "/state/in.segmq-send"
-	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, State: state, Timeout: 3 * time.Second, Log: e.log, stateFS: fs}
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, State: state, Timeout: time.Second, Log: e.log, stateFS: fs}
 	sent := make(chan error, 1)
 	go func() { _, err := Send(ctx, in, cfg); sent <- err }()
 	// Wait for the proof that a segment was published and refused.
@@ -98,6 +103,7 @@ func TestMechProducerStateBeforeFirstPublish(t *testing.T) {
 	if _, err := b.Ctl(ctx, "clear_policy", policy); err != nil {
 		t.Fatal(err)
 	}
+	cleared = true
 	cfg.stateFS, cfg.Resume, cfg.Timeout = crashed, true, 0
 	res, err := Send(ctx, in, cfg)
 	if err != nil {
