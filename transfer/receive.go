@@ -16,6 +16,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/segmq/segmq/internal/vfs"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
 )
@@ -72,6 +73,8 @@ type ReceiveConfig struct {
 	SeedFormat bool
 	Log        *slog.Logger
 	Progress   func(bytes int64, total int64)
+
+	fs vfs.FS // the .part and its journal; nil: the OS (crash tests: a vfs.MemFS)
 }
 
 // Validate says what is wrong with c.
@@ -201,7 +204,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	if r.log == nil {
 		r.log = discard()
 	}
-	part, err := openPart(cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
+	part, err := openPart(cfg.fs, cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
 	if de := (*doneError)(nil); errors.As(err, &de) {
 		r.log.Info("nothing to receive", "reason", err)
 		return ReceiveResult{Transfer: de.transfer, Segments: de.total, Bytes: de.size, SHA256: de.sha, Verified: true}, nil

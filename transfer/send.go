@@ -20,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/internal/vfs"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
 )
@@ -61,6 +62,8 @@ type SendConfig struct {
 	Timeout  time.Duration
 	Log      *slog.Logger
 	Progress func(bytes int64)
+
+	stateFS vfs.FS // the state journal's; nil: the OS (crash tests: a vfs.MemFS)
 }
 
 // Validate says what is wrong with c.
@@ -191,7 +194,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if cfg.State != "-" {
 		// Record the transfer before the first publish, so that a crash at
 		// any point leaves something to resume.
-		if p.jr, err = journal.Create(cfg.State, 'P', p.stateRecords()...); err != nil {
+		if p.jr, err = journal.CreateFS(vfs.Or(cfg.stateFS), cfg.State, 'P', p.stateRecords()...); err != nil {
 			p.jr = nil
 			log.Warn("cannot record progress; this transfer will not be resumable", "state", cfg.State, "err", err)
 		}

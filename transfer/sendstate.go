@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/internal/vfs"
 	"github.com/segmq/segmq/recordio"
 	"github.com/segmq/segmq/segment"
 	"github.com/segmq/segmq/snapfile"
@@ -211,7 +212,7 @@ func (p *publisher) loadResume() (*sendState, uint32, error) {
 		}
 		return nil, 0, nil
 	}
-	recs, err := journal.Read(p.cfg.State, 'P')
+	recs, err := journal.ReadFS(vfs.Or(p.cfg.stateFS), p.cfg.State, 'P')
 	if errors.Is(err, os.ErrNotExist) {
 		if p.cfg.Resume {
 			return nil, 0, fmt.Errorf("--resume: no interrupted transfer recorded in %s", p.cfg.State)
