@@ -42,14 +42,19 @@ type result struct {
 	load    []float64 // 1-minute load average after each run
 }
 
+// postmaster is the server's postmaster pid, or "".
+func postmaster(srv *pgtest.Server) string {
+	b, err := os.ReadFile(filepath.Join(srv.Dir, "data", "postmaster.pid"))
+	if err != nil {
+		return ""
+	}
+	return strings.SplitN(string(b), "\n", 2)[0]
+}
+
 // serverCPU is the CPU time, in seconds, of the server's backends that
 // have exited: the postmaster's children's user + system time.
 func serverCPU(srv *pgtest.Server) float64 {
-	pid, err := os.ReadFile(filepath.Join(srv.Dir, "data", "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strings.SplitN(string(pid), "\n", 2)[0] + "/stat")
+	b, err := os.ReadFile("/proc/" + postmaster(srv) + "/stat")
 	if err != nil {
 		return 0
 	}
@@ -59,6 +64,36 @@ func serverCPU(srv *pgtest.Server) float64 {
 	fmt.Sscan(f[13], &cu) // fields 16 and 17 of stat: cutime, cstime
 	fmt.Sscan(f[14], &cs)
 	return (cu + cs) / 100 // USER_HZ
+}
+
+// serverChildren is the number of the postmaster's child processes.
+func serverChildren(srv *pgtest.Server) int {
+	pm := postmaster(srv)
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	n := 0
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		if f := strings.Fields(st[strings.LastIndexByte(st, ')')+2:]); len(f) > 1 && f[1] == pm {
+			// Autovacuum workers come and go on their own.
+			if cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline")); !strings.Contains(string(cmd), "autovacuum worker") {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// settle waits (up to 30 s) until the server has no more child
+// processes than base: a tool's backends have exited, and their CPU time
+// is in serverCPU.
+func settle(srv *pgtest.Server, base int) {
+	for deadline := time.Now().Add(30 * time.Second); serverChildren(srv) > base && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // loadAvg is the 1-minute load average: the machine may be shared, and
@@ -170,6 +205,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Runs alternate: run 1 of every dump, then run 2 of every dump, …;
 	// then the restores the same way, then verify. Noise from other work on
 	// the machine then falls on every tool alike.
+	time.Sleep(time.Second)
+	base := serverChildren(srv) // checkpointer, walwriter, …
 	results := make([]*result, len(steps))
 	for i, s := range steps {
 		results[i] = &result{what: s.what, command: s.shown}
@@ -186,13 +223,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 						return fmt.Errorf("%s: prepare: %w", s.what, err)
 					}
 				}
-				time.Sleep(200 * time.Millisecond)
+				settle(srv, base)
 				cpu0 := serverCPU(srv)
 				secs, cpu, rss, err := timeCmd(ctx, s.argv, stderr)
 				if err != nil {
 					return fmt.Errorf("%s: %w", s.what, err)
 				}
-				time.Sleep(200 * time.Millisecond) // the backends exit
+				settle(srv, base) // the tool's backends exit
 				cpu += serverCPU(srv) - cpu0
 				r.load = append(r.load, loadAvg())
 				fmt.Fprintf(stderr, "benchdb: %s run %d: %.2f s, CPU %.1f s, peak RSS %d MiB, load average %.1f\n", s.what, i+1, secs, cpu, rss/1024, r.load[len(r.load)-1])
