@@ -423,6 +423,6 @@ func writeReadme(path, cmd, table string) error {
 	if i < 0 || j < i {
 		return fmt.Errorf("%s: no %q … %q markers", path, readmeBegin, readmeEnd)
 	}
-	s = s[:i+len(readmeBegin)] + "\nMeasured by `make bench` with `" + cmd + "` (runs alternate between the tools; CPU is the tool's plus the server backends'):\n" + table + "\n" + s[j:]
+	s = s[:i+len(readmeBegin)] + "\nMeasured with `" + cmd + "`, the last step of `make bench` (runs alternate between the tools; CPU is the tool's plus the server backends'):\n" + table + "\n" + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -40,7 +40,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("results file: %v %s", err, b)
 	}
 	b, err := os.ReadFile(readme)
-	if s := string(b); err != nil || !strings.HasPrefix(s, "before\n"+readmeBegin+"\nMeasured by `make bench` with `bin/benchdb -rows 2000 -runs 2 -workers 2`") ||
+	if s := string(b); err != nil || !strings.HasPrefix(s, "before\n"+readmeBegin+"\nMeasured with `bin/benchdb -rows 2000 -runs 2 -workers 2`, the last step of `make bench`") ||
 		!strings.Contains(s, "| snapshot restore --workers 2 |") || strings.Contains(s, "old table") || !strings.HasSuffix(s, readmeEnd+"\nafter\n") {
 		t.Errorf("README between the markers:\n%s", b)
 	}
