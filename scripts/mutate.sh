@@ -19,7 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 pkgs=${MUTATE_PKGS:-segment snapfile transfer}
 workers=${MUTATE_WORKERS:-2}
-TRANSFER_TESTS=${TRANSFER_TESTS:-'^(TestClassify|TestAcker.*|TestPartFile.*|TestCrash.*|TestExactMaxMSSValidate)$'}
+TRANSFER_TESTS=${TRANSFER_TESTS:-'^(TestClassify.*|TestAcker.*|TestPartFile.*|TestCrash.*|TestExactMaxMSSValidate)$'}
 TRANSFER_FILES=${TRANSFER_FILES:-acker.go classify.go partfile.go}
 out=${MUTATE_OUT:-$root/mutate}
 mkdir -p "$out"
