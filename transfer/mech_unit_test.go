@@ -66,6 +66,11 @@ func TestClassifyBoundaries(t *testing.T) {
 	if v := cls.classify(nil, packed[1].headers, packed[1].body); v.act != actPlace {
 		t.Errorf("zstd frame longer than the MSS: %d %q", v.act, v.reason)
 	}
+	// The short last segment, packed: its length is known only once
+	// decoded, so the classifier expects the size's remainder, not the MSS.
+	if v := cls.classify(nil, packed[3].headers, packed[3].body); v.act != actPlace {
+		t.Errorf("packed short last segment: %d %q", v.act, v.reason)
+	}
 }
 
 // TestPartFileChecksDigestAndTransfer: a segmq transfer whose bytes do
