@@ -183,6 +183,12 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if p.next == p.split.Total() {
 		p.sum = hashHex(p.sha)
 	}
+	if cfg.Topology.IsStream() {
+		// Before the state file: a stream that cannot be declared leaves nothing to resume.
+		if err := announce(ctx, log, cfg.Dial, cfg.Topology, KindStart, p.streamEntry(time.Now())); err != nil {
+			return SendResult{}, fmt.Errorf("stream %s: %w", cfg.Topology.Name(), err)
+		}
+	}
 	if cfg.State != "-" {
 		// Record the transfer before the first publish, so that a crash at
 		// any point leaves something to resume.
@@ -219,6 +225,11 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return SendResult{}, err
 	}
 	p.saveWatermark(true)
+	if cfg.Topology.IsStream() {
+		if err := announce(ctx, log, cfg.Dial, cfg.Topology, KindDone, p.streamEntry(start)); err != nil {
+			return SendResult{}, fmt.Errorf("every segment is confirmed, but the transfer's end could not be recorded in %s (consumers see it as incomplete): %w; run again with --resume to record it", cfg.Topology.IndexQueue(), err)
+		}
+	}
 	p.removeState()
 	p.res.Transfer, p.res.Run, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.st.Transfer, p.st.Run, p.split.Total(), p.size, p.sum
 	p.res.Elapsed = time.Since(start)
