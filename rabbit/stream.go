@@ -180,6 +180,7 @@ var (
 // broker names the queue type, which is then not a stream.
 func adopt(conn *amqp.Connection, name string, args amqp.Table) error {
 	args = maps.Clone(args)
+	last := ""
 	for range 8 {
 		ch, err := conn.Channel()
 		if err != nil {
@@ -198,6 +199,7 @@ func adopt(conn *amqp.Connection, name string, args amqp.Table) error {
 			return fmt.Errorf("queue %q already exists as a %s queue, %w (segmq wants --queue-type stream): pass --queue-type %s, or another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need",
 				name, m[1], ErrNotStream, m[1], name)
 		}
+		last = ae.Reason
 		m := inequivalentArg.FindStringSubmatch(ae.Reason)
 		if m == nil {
 			return fmt.Errorf("declare stream %s: %s", name, ae.Reason)
@@ -212,10 +214,19 @@ func adopt(conn *amqp.Connection, name string, args amqp.Table) error {
 			}
 			args[m[1]] = n
 		case m[5] != "":
-			args[m[1]] = m[5]
+			// Same type as ours, another value.
+			if _, isInt := args[m[1]].(int64); isInt {
+				n, err := strconv.ParseInt(m[5], 10, 64)
+				if err != nil {
+					return fmt.Errorf("declare stream %s: %s", name, ae.Reason)
+				}
+				args[m[1]] = n
+			} else {
+				args[m[1]] = m[5]
+			}
 		default:
 			args[m[1]] = m[3]
 		}
 	}
-	return fmt.Errorf("queue %q exists with arguments segmq cannot match; delete it (rabbitmqctl delete_queue %s) or use another --queue", name, name)
+	return fmt.Errorf("queue %q exists with arguments segmq cannot match (%s); delete it (rabbitmqctl delete_queue %s) or use another --queue", name, last, name)
 }
