@@ -78,4 +78,48 @@
 // consumer records TRANSFER/RUN in QUEUE.done (the newest 1000 are kept),
 // and every consumer acks and drops the segments of a transfer recorded
 // there, instead of binding to them.
+//
+// # Streams (--queue-type stream): publish once, restore many times
+//
+// A stream is read, never consumed: any number of consumers restore the
+// same transfer, at once or days later, from one publish, and the broker
+// stores its bytes once. There is no requeue (nack only gives credit), no
+// dead-lettering and no registry of restored transfers: the consumer
+// (stream.go) reads in offset order, places this transfer's segments at
+// their offsets (no reorder window is needed: nothing waits in memory),
+// and skips everything else, malformed copies included; the SHA-256
+// decides at the end. Acks are credit only (half the prefetch at a time).
+//
+//	QUEUE        stream: segments, then one done marker per transfer
+//	             (segmq-kind "done"), published after the last confirm
+//	QUEUE.index  stream: one "start" entry per producer run (before its first
+//	             publish) and one "done" entry (after the done marker),
+//	             headers only: transfer, run, size, mss, total, started
+//	             (producer's clock, ms), sha256 on "done"
+//
+// Finding a transfer. The consumer reads QUEUE.index from its first
+// entry, never QUEUE: a stream tells a consumer nothing about its end
+// (queue.declare-ok counts 0 messages), so the reader publishes a probe
+// entry with a nonce of its own and reads until it returns. The newest
+// transfer with a done entry is taken (or --transfer's newest run;
+// failing a complete one, the newest still being published; with an
+// empty index, the first transfer to arrive). It then reads QUEUE from
+// that transfer's start time less StreamSkew (10 s, for the producer's
+// clock against the broker's) with x-stream-offset as a timestamp, so
+// only what was published since then is read. Cost per restore: the
+// index (about 300 bytes per transfer start or end, plus the probes, all
+// under its own retention), and up to StreamSkew of other traffic. If the
+// done marker in QUEUE arrives with segments missing (a producer clock
+// ahead of the broker's), the consumer reads once more from the first
+// offset, then fails naming the missing segments.
+//
+// Resuming. Every persist of the part file also journals the stream
+// offset after the last delivery handled ('O' record, partfile.go):
+// everything before it is durable in OUT.part or was not this transfer's.
+// A rerun reads from that offset, not from the transfer's start.
+//
+// Listing (consumer --list) is the index alone, plus one delivery: the
+// first message still retained in QUEUE; if retention has removed anything
+// (its offset is not 0), the transfers recorded before its transfer are
+// reported expired.
 package transfer
