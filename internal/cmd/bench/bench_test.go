@@ -30,6 +30,7 @@ func TestBenchSmoke(t *testing.T) {
 	err := run(context.Background(), []string{"-bin", bin, "-dir", filepath.Join(dir, "work"), "-results", results, "-readme", readme,
 		"-ratio-size", "2MiB", "-rss-sizes", "1MiB,2MiB", "-sweep-size", "1MiB", "-sweep", "16KiB,64KiB",
 		"-compress-size", "1MiB", "-runs", "1", "-quorum-runs", "1", "-link-rate", "100000000",
+		"-stream-size", "2MiB", "-stream-runs", "1",
 		"-verify-before", filepath.Join(bin, "snapshot")}) // not git:COMMIT: the test needs no git history
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +40,7 @@ func TestBenchSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"#### snapshot gen", "#### snapshot verify", "| this build | 1 |", "| before: ", "#### End to end", "| classic |", "| quorum |",
-		"#### Memory", "| 1 MiB |", "| 2 MiB |", "#### MSS sweep", "| 16 KiB |", "#### Compression", "| zstd |", "shaped"} {
+		"#### Memory", "| 1 MiB |", "| 2 MiB |", "#### MSS sweep", "| 16 KiB |", "#### Compression", "| zstd |", "shaped", "#### Streams", "| raw native stream protocol", "| segmq --queue-type stream |"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("results lack %q:\n%s", want, got)
 		}

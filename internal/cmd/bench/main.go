@@ -51,7 +51,8 @@ type options struct {
 	producerArgs, consumerArgs []string
 	rawWindow, rawPrefetch     int
 	rawAckEvery                int
-	verifyBefore               string // an older snapshot binary, or git:COMMIT, to time verify against
+	verifyBefore               string        // an older snapshot binary, or git:COMMIT, to time verify against
+	stream                     streamOptions // stream.go
 }
 
 // verifyBeforeCommit is the last commit whose snapshot verify decoded on
@@ -113,10 +114,14 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.rawWindow, "raw-window", 256, "baseline publisher confirm window")
 	fs.IntVar(&o.rawPrefetch, "raw-prefetch", 256, "baseline consumer prefetch")
 	fs.IntVar(&o.rawAckEvery, "raw-ack-every", 64, "baseline consumer acks every N deliveries (multiple)")
+	streamOpts := streamFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	var err error
+	if o.stream, err = streamOpts(); err != nil {
+		return o, err
+	}
 	parseSizes := func(s string) []int64 {
 		var out []int64
 		for f := range strings.SplitSeq(s, ",") {

@@ -224,6 +224,11 @@ func (b *bench) all(ctx context.Context) error {
 		}
 		b.section("Compression", "`producer --compress zstd` (fastest level, one frame per payload), classic queue, MSS 65536, one run each. Effective MB/s is snapshot bytes over wall time. Bytes on the wire are payloads as published. The shaped link is our TCP proxy between each client and the broker, limiting each direction of each connection as a slow network between the hosts would (it sleeps after each 32 KiB, so the real rate is below the nominal one: the raw column is the measured ceiling); the raw baseline runs through the same link.", t)
 	}
+	if o.want("stream") {
+		if err := b.streamSection(ctx, bpr); err != nil {
+			return err
+		}
+	}
 	return b.write()
 }
 
