@@ -89,15 +89,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	if topo.IsStream() {
-		fmt.Fprintf(stdout, "received transfer %s (run %s) from stream %s: %d segments, %d bytes in %s (%s), size and sha256 verified; read %d messages (other transfers skipped %d, duplicates %d, malformed skipped %d), resumed %d, reconnects %d; sha256 %s -> %s\n",
-			res.Transfer, res.Run, topo.Name(), res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed),
-			res.Deliveries, res.Skipped, res.Duplicates, res.Corrupt, res.Resumed, res.Reconnects, res.SHA256, *out)
-		return nil
-	}
 	check := "size and sha256 verified"
 	if !res.Verified {
 		check = "seed-format transfer, no digest to verify"
+	}
+	if topo.IsStream() {
+		fmt.Fprintf(stdout, "received transfer %s (run %s) from stream %s: %d segments, %d bytes in %s (%s), %s; read %d messages (other transfers skipped %d, duplicates %d, malformed skipped %d), resumed %d, reconnects %d; sha256 %s -> %s\n",
+			res.Transfer, res.Run, topo.Name(), res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), check,
+			res.Deliveries, res.Skipped, res.Duplicates, res.Corrupt, res.Resumed, res.Reconnects, res.SHA256, *out)
+		return nil
 	}
 	fmt.Fprintf(stdout, "received transfer %s: %d segments, %d bytes in %s (%s), %s; duplicates %d, set aside %d, leftovers dropped %d, requeued %d, dead-lettered %d, resumed %d, reconnects %d; sha256 %s -> %s\n",
 		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), check,

@@ -95,7 +95,9 @@
 //	QUEUE.index  stream: one "start" entry per producer run (before its first
 //	             publish) and one "done" entry (after the done marker),
 //	             headers only: transfer, run, size, mss, total, started
-//	             (producer's clock, ms), sha256 on "done"
+//	             (producer's clock, ms), sha256 on "done"; and one "located"
+//	             entry (segmq-offset) from the first consumer that restored
+//	             the transfer whole: the offset of the first segment it placed
 //
 // Finding a transfer. The consumer reads QUEUE.index from its first
 // entry, never QUEUE: a stream tells a consumer nothing about its end
@@ -104,11 +106,13 @@
 // transfer with a done entry is taken (or --transfer's newest run;
 // failing a complete one, the newest still being published; with an
 // empty index, the first transfer to arrive). It then reads QUEUE from
-// that transfer's start time less StreamSkew (10 s, for the producer's
-// clock against the broker's) with x-stream-offset as a timestamp, so
-// only what was published since then is read. Cost per restore: the
-// index (about 300 bytes per transfer start or end, plus the probes, all
-// under its own retention), and up to StreamSkew of other traffic. If the
+// the located offset when a consumer recorded one (exactly the transfer's
+// segments and what was interleaved with them), else from the transfer's
+// start time less StreamSkew (10 s, for the producer's clock against the
+// broker's) with x-stream-offset as a timestamp. Cost per restore: the
+// index (about 300 bytes per transfer start, end and location, plus one
+// probe per consumer run, all under the index's own retention), and for
+// the first restore up to StreamSkew of other traffic. If the
 // done marker in QUEUE arrives with segments missing (a producer clock
 // ahead of the broker's), the consumer reads once more from the first
 // offset, then fails naming the missing segments.

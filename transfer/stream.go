@@ -33,6 +33,8 @@ type streamReceiver struct {
 	lastP   time.Time       // last placement (or start), for --timeout
 	lastF   time.Time       // last persist
 	connect bool
+	conn    *amqp.Connection // this session's
+	first   int64            // offset of the first segment placed by this run; -1 none
 }
 
 // receiveStream is Receive for --queue-type stream.
@@ -45,7 +47,7 @@ func receiveStream(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error
 		log = discard()
 	}
 	cfg.Log = log
-	r := &streamReceiver{cfg: cfg, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat}, next: -1}
+	r := &streamReceiver{cfg: cfg, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat}, next: -1, first: -1}
 	r.z.log = log
 	part, err := openPart(cfg.Out, cfg.Restart, cfg.Transfer, 0, log)
 	if de := (*doneError)(nil); errors.As(err, &de) {
@@ -105,6 +107,7 @@ func (r *streamReceiver) persist() error {
 
 // session reads the stream on one channel until the transfer is complete.
 func (r *streamReceiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) error {
+	r.conn = conn
 	if r.sel == nil {
 		if err := r.choose(ctx, conn); err != nil {
 			return err
@@ -162,6 +165,8 @@ func (r *streamReceiver) from() any {
 	switch {
 	case r.next >= 0:
 		r.start = r.next
+	case r.sel != nil && r.sel.First >= 0:
+		r.start = r.sel.First
 	case r.sel != nil && !r.sel.Started.IsZero():
 		// AMQP timestamps are whole seconds.
 		r.start = r.sel.Started.Add(-StreamSkew).Truncate(time.Second)
@@ -365,6 +370,9 @@ func (r *streamReceiver) handle(d amqp.Delivery) (missing bool, err error) {
 		}
 		r.placed++
 		r.lastP = time.Now()
+		if off := r.next - 1; r.first < 0 || off < r.first {
+			r.first = off
+		}
 		if r.cfg.Progress != nil {
 			size, _ := r.part.asm.Size()
 			r.cfg.Progress(int64(r.part.asm.Received())*int64(max(r.part.asm.MSS(), 1)), size)
@@ -398,5 +406,30 @@ func (r *streamReceiver) finish() error {
 		return err
 	}
 	r.res.Verified = !r.part.bound().raw()
+	r.locate()
 	return nil
+}
+
+// locate records in the index where this transfer's segments start, for
+// the restores that come later: the offset of the first segment this run
+// placed, when it placed them all (not a resume) and no consumer has
+// recorded it yet. One small message; failing is only a warning.
+func (r *streamReceiver) locate() {
+	b := r.part.bound()
+	if r.first < 0 || r.res.Resumed > 0 || b.raw() || r.conn == nil || (r.sel != nil && r.sel.First >= 0) {
+		return
+	}
+	e := StreamTransfer{Transfer: b.Transfer, Run: b.Run, Size: b.Size, MSS: b.MSS, Segments: b.Total, SHA256: r.res.SHA256}
+	if r.sel != nil {
+		e.Started = r.sel.Started
+	}
+	m := indexEntry(KindLocated, e)
+	m.Headers[HdrOffset] = r.first
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := publishConfirmed(ctx, r.conn, []string{r.cfg.Topology.IndexQueue()}, []amqp.Publishing{m}); err != nil {
+		r.cfg.Log.Warn("restored, but could not record where the transfer starts in the stream; later restores read from its start time instead", "err", err)
+		return
+	}
+	r.cfg.Log.Debug("recorded where the transfer starts in the stream", "transfer", b.Transfer, "offset", r.first)
 }

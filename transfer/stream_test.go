@@ -179,6 +179,13 @@ func TestStreamNewestCompleteListAndTransfer(t *testing.T) {
 	if res.Transfer != "beta" {
 		t.Fatalf("default took %s, want beta (the newest complete)", res.Transfer)
 	}
+	// The first restore recorded where beta starts: the next one reads
+	// beta's segments only, none of alpha's before them.
+	res = e.receive(e.receiveCfg(e.dir + "/again.bin"))
+	e.mustEqualFile(e.dir+"/again.bin", b)
+	if res.Transfer != "beta" || res.Skipped != 0 || res.Deliveries != int(rb.Segments) {
+		t.Fatalf("second restore of beta: %s, read %d messages, skipped %d; want beta, %d, 0", res.Transfer, res.Deliveries, res.Skipped, rb.Segments)
+	}
 	cfg := e.receiveCfg(e.dir + "/old.bin")
 	cfg.Transfer = "alpha"
 	e.receive(cfg)

@@ -28,6 +28,11 @@ const (
 	KindStart = "start" // before a producer's first publish of a transfer (and of each resume)
 	KindDone  = "done"  // after every segment of the transfer was confirmed
 	KindProbe = "probe" // a consumer's end-of-index mark: ignored by everyone
+	// KindLocated: a consumer restored the transfer and records the
+	// stream offset of the first segment it placed (HdrOffset), so that
+	// later restores start there instead of at the start time less StreamSkew.
+	KindLocated = "located"
+	HdrOffset   = "segmq-offset"
 )
 
 // StreamSkew is how far before a transfer's recorded start a consumer
@@ -45,7 +50,10 @@ type StreamTransfer struct {
 	Started  time.Time // the first start entry (producer's clock)
 	Finished time.Time // the done entry; zero when not complete
 	SHA256   string    // from the done entry
-	Complete bool      // every segment was confirmed by the broker (a done entry exists)
+	// First is the stream offset where every segment of the transfer can
+	// be read from, as a consumer that restored it recorded; -1 unknown.
+	First    int64
+	Complete bool // every segment was confirmed by the broker (a done entry exists)
 	// Expired: retention has removed the oldest part of the stream up to
 	// a later transfer, so this one's segments are gone.
 	Expired bool
@@ -186,15 +194,19 @@ func readIndex(ctx context.Context, conn *amqp.Connection, topo rabbit.Topology)
 			continue
 		}
 		e, ok := parseEntry(d.Headers)
-		if !ok || (kind != KindStart && kind != KindDone) {
+		if !ok || (kind != KindStart && kind != KindDone && kind != KindLocated) {
 			continue // not segmq's, or from a newer segmq: not ours to judge
 		}
 		k := doneKey{e.Transfer, e.Run}
 		i, seen := at[k]
 		if !seen {
 			at[k] = len(list)
+			e.First = -1
 			list = append(list, e)
 			i = len(list) - 1
+		}
+		if off, ok := asInt(d.Headers[HdrOffset]); kind == KindLocated && ok && off >= 0 && list[i].First < 0 {
+			list[i].First = off
 		}
 		if kind == KindDone && !list[i].Complete {
 			list[i].Complete, list[i].SHA256 = true, e.SHA256
