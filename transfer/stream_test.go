@@ -328,3 +328,36 @@ func TestStreamDeclare(t *testing.T) {
 		t.Fatalf("--window on a stream: %v", err)
 	}
 }
+
+// TestStreamRetentionExpires: retention set at declaration removes the
+// oldest transfer once the stream outgrows it; the listing says so, and
+// the default restore takes the newest (whole) one.
+func TestStreamRetentionExpires(t *testing.T) {
+	e := newStreamEnv(t)
+	e.topo.Retention = rabbit.Retention{MaxBytes: 450 << 10, SegmentBytes: 100 << 10}
+	const mss = 4 << 10
+	old, mid, last := randData(21, 200<<10), randData(22, 200<<10), randData(23, 200<<10)
+	e.sendStream(e.file("old.bin", old), "old", mss)
+	e.sendStream(e.file("mid.bin", mid), "mid", mss)
+	e.sendStream(e.file("last.bin", last), "last", mss)
+	var list []StreamTransfer
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if list, err = ListStream(context.Background(), e.dial(), e.topo); err != nil {
+			t.Fatal(err)
+		}
+		if len(list) == 3 && list[0].Expired || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(list) != 3 || !list[0].Expired || !list[0].Complete || list[2].Expired || !list[2].Complete {
+		t.Fatalf("list after retention: %+v", list)
+	}
+	res := e.receive(e.receiveCfg(e.dir + "/out.bin"))
+	e.mustEqualFile(e.dir+"/out.bin", last)
+	if res.Transfer != "last" {
+		t.Fatalf("restored %s, want last", res.Transfer)
+	}
+}

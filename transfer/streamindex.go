@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -245,8 +246,10 @@ func parseEntry(h amqp.Table) (StreamTransfer, bool) {
 
 // markExpired peeks at the stream's oldest retained message: when
 // retention has removed anything (its offset is not 0), the transfers
-// recorded before that message's transfer are gone. One delivery is read;
-// an empty stream or no answer within 3 s marks nothing.
+// recorded before that message's transfer are gone, and so is the head of
+// that transfer itself unless the message is its segment 0 (the producer
+// publishes in order) or lies at or before its located offset. One
+// delivery is read; an empty stream or no answer within 3 s marks nothing.
 func markExpired(ctx context.Context, conn *amqp.Connection, topo rabbit.Topology, list []StreamTransfer) {
 	if len(list) == 0 {
 		return
@@ -279,6 +282,13 @@ func markExpired(ctx context.Context, conn *amqp.Connection, topo rabbit.Topolog
 	run, _ := d.Headers[HdrRun].(string)
 	for i := range list {
 		if list[i].Transfer == tr && list[i].Run == run {
+			seq := uint32(0)
+			if len(d.Body) >= 4 {
+				seq = binary.LittleEndian.Uint32(d.Body)
+			}
+			if _, marker := d.Headers[HdrKind]; marker || (seq > 0 && (list[i].First < 0 || list[i].First < off)) {
+				list[i].Expired = true
+			}
 			return
 		}
 		list[i].Expired = true
