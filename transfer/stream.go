@@ -49,7 +49,7 @@ func receiveStream(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error
 	cfg.Log = log
 	r := &streamReceiver{cfg: cfg, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat}, next: -1, first: -1}
 	r.z.log = log
-	part, err := openPart(cfg.Out, cfg.Restart, cfg.Transfer, 0, log)
+	part, err := openPart(cfg.fs, cfg.Out, cfg.Restart, cfg.Transfer, 0, log)
 	if de := (*doneError)(nil); errors.As(err, &de) {
 		log.Info("nothing to receive", "reason", err)
 		return ReceiveResult{Transfer: de.transfer, Segments: de.total, Bytes: de.size, SHA256: de.sha, Verified: true}, nil
@@ -325,10 +325,10 @@ func (r *streamReceiver) handle(d amqp.Delivery) (missing bool, err error) {
 		return false, nil
 	}
 	payload, buf := v.payload, (*[]byte)(nil)
-	if v.m.Encoding == EncodingZstd {
-		if buf, err = r.z.unpack(v.payload, v.m.MSS); err != nil {
+	if v.m.Encoding != "" {
+		if buf, err = r.z.unpack(v.m.Encoding, v.payload, v.m.MSS); err != nil {
 			r.res.Corrupt++
-			r.cfg.Log.Warn("segment skipped: zstd payload does not decode", "err", err, "message_id", d.MessageId)
+			r.cfg.Log.Warn("segment skipped: payload does not decode", "encoding", v.m.Encoding, "err", err, "message_id", d.MessageId)
 			return false, nil
 		}
 		payload = *buf

@@ -28,6 +28,10 @@ import (
 	"github.com/segmq/segmq/internal/localbroker"
 )
 
+func init() {
+	register(section{"stream", 70, func(ctx context.Context, b *bench, e *env) error { return b.streamSection(ctx, e.bpr) }})
+}
+
 type streamOptions struct {
 	size int64
 	runs int
