@@ -296,7 +296,7 @@ func explain(err error, kind, name, qt string) error {
 			// Q.done: segmq's own registry, whatever the queue type.
 			hint = fmt.Sprintf("segmq keeps its registry of completed transfers there; delete it (rabbitmqctl delete_queue %s: leftover copies of transfers it listed will no longer be recognised), or use another --queue", name)
 		} else if (m[1] == amqp.StreamMaxAgeArg || m[1] == amqp.QueueMaxLenBytesArg) && m[4] == "none" {
-			hint = fmt.Sprintf("it has stream retention, so it is most likely a stream: pass --queue-type stream, or another --queue")
+			hint = "it has stream retention, so it is most likely a stream: pass --queue-type stream, or another --queue"
 		} else if m[1] == amqp.QueueTypeArg {
 			hint = fmt.Sprintf("the queue exists with type %s; pass --queue-type %s, or another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need",
 				strings.Trim(m[5], "'"), strings.Trim(m[5], "'"), name)
