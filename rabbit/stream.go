@@ -158,6 +158,10 @@ func declareStream(conn *amqp.Connection, ch *amqp.Channel, t Topology) error {
 			return fmt.Errorf("declare stream %s: %w", q.name, err)
 		}
 		if !strings.Contains(ae.Reason, "inequivalent arg") {
+			if strings.Contains(ae.Reason, amqp.QueueTypeArg) {
+				// RabbitMQ before 3.9 has no streams.
+				return fmt.Errorf("declare stream %s: %s: this broker cannot make a stream (RabbitMQ 3.9 or later can); use --queue-type classic or quorum", q.name, ae.Reason)
+			}
 			return fmt.Errorf("declare stream %s: %s", q.name, ae.Reason)
 		}
 		// It exists with other arguments: a stream with other retention
