@@ -179,3 +179,36 @@ func TestReviewStreamGarbageHeadMarksEverythingExpired(t *testing.T) {
 	}
 	e.mustEqualFile(cfg.Out, data)
 }
+
+// TestReviewStreamListPartlyTruncatedShownComplete: retention removed the
+// head of transfer "old" (its first segments), the rest is retained.
+// --list still says it is complete and not expired (markExpired only
+// marks transfers listed before the one the oldest retained message
+// belongs to), so a user picks it with --transfer and gets "incomplete"
+// after reading the stream twice.
+func TestReviewStreamListPartlyTruncatedShownComplete(t *testing.T) {
+	e := newStreamEnv(t)
+	e.topo.Retention = rabbit.Retention{MaxAge: "0", MaxBytes: 200 << 10, SegmentBytes: 50 << 10}
+	conn, err := rabbit.Dial(context.Background(), e.dial())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rabbit.Declare(conn, e.topo); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	e.sendStream(e.file("old.bin", randData(25, 150<<10)), "old", 4<<10)
+	e.sendStream(e.file("new.bin", randData(26, 150<<10)), "new", 4<<10)
+	if first := e.readStream("new")[0]; first.offset == 0 || first.transfer != "old" {
+		t.Fatalf("setup: oldest retained message at offset %d of transfer %q; want one of old's past offset 0", first.offset, first.transfer)
+	}
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.Transfer == "old" && s.Complete && !s.Expired {
+			t.Fatalf("--list shows %q complete and not expired, but retention removed its first segments: %+v", s.Transfer, s)
+		}
+	}
+}
