@@ -212,3 +212,28 @@ func TestReviewStreamListPartlyTruncatedShownComplete(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewStreamTransferLargerThanRetention: a file larger than the
+// stream's x-max-length-bytes (the default is 16 GiB; a 20 GB snapshot
+// hits it) is published, every segment confirmed, the producer exits 0
+// and the index records it complete, while retention drops its first
+// segments during the publish. No consumer can ever restore it. Want: the
+// producer refuses (or fails) instead of reporting success; or the file
+// is restorable.
+func TestReviewStreamTransferLargerThanRetention(t *testing.T) {
+	e := newStreamEnv(t)
+	e.topo.Retention = rabbit.Retention{MaxAge: "0", MaxBytes: 200 << 10, SegmentBytes: 50 << 10}
+	data := randData(27, 400<<10)
+	sres, err := Send(context.Background(), e.file("in.bin", data), SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4 << 10, Transfer: "big", Raw: true, Log: e.log})
+	if err != nil {
+		t.Logf("producer refused: %v", err) // acceptable outcome
+		return
+	}
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.Timeout = 5 * time.Second
+	_, err = Receive(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("the producer reported success (%d segments, sha256 %s) for a transfer no consumer can restore: %v", sres.Segments, sres.SHA256, err)
+	}
+	e.mustEqualFile(cfg.Out, data)
+}
