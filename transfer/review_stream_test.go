@@ -147,7 +147,8 @@ func TestReviewStreamRerunAfterEndMarkerErrorHangs(t *testing.T) {
 // all expired").
 func TestReviewStreamGarbageHeadMarksEverythingExpired(t *testing.T) {
 	e := newStreamEnv(t)
-	e.topo.Retention = rabbit.Retention{MaxAge: "0", MaxBytes: 200 << 10, SegmentBytes: 50 << 10}
+	// Age retention: the garbage ages out whole files, the transfer stays.
+	e.topo.Retention = rabbit.Retention{MaxAge: "2s", MaxBytes: -1, SegmentBytes: 50 << 10}
 	conn, err := rabbit.Dial(context.Background(), e.dial())
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +162,8 @@ func TestReviewStreamGarbageHeadMarksEverythingExpired(t *testing.T) {
 		garbage = append(garbage, msg{body: randData(1, 1000), headers: amqp.Table{"app": "other"}})
 	}
 	e.publish(garbage)
+	time.Sleep(3 * time.Second)
+	e.publish(garbage[:1]) // a fresh non-segmq message just before the transfer
 	data := randData(24, 60<<10)
 	e.sendStream(e.file("in.bin", data), "keep", 4<<10)
 	if first := e.readStream("keep")[0]; first.offset == 0 || first.transfer != "" {
@@ -188,7 +191,7 @@ func TestReviewStreamGarbageHeadMarksEverythingExpired(t *testing.T) {
 // after reading the stream twice.
 func TestReviewStreamListPartlyTruncatedShownComplete(t *testing.T) {
 	e := newStreamEnv(t)
-	e.topo.Retention = rabbit.Retention{MaxAge: "0", MaxBytes: 200 << 10, SegmentBytes: 50 << 10}
+	e.topo.Retention = rabbit.Retention{MaxAge: "2s", MaxBytes: -1, SegmentBytes: 50 << 10}
 	conn, err := rabbit.Dial(context.Background(), e.dial())
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +201,7 @@ func TestReviewStreamListPartlyTruncatedShownComplete(t *testing.T) {
 	}
 	conn.Close()
 	e.sendStream(e.file("old.bin", randData(25, 150<<10)), "old", 4<<10)
+	time.Sleep(3 * time.Second) // old's full files age out when new rolls a file
 	e.sendStream(e.file("new.bin", randData(26, 150<<10)), "new", 4<<10)
 	if first := e.readStream("new")[0]; first.offset == 0 || first.transfer != "old" {
 		t.Fatalf("setup: oldest retained message at offset %d of transfer %q; want one of old's past offset 0", first.offset, first.transfer)
