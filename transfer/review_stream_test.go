@@ -241,3 +241,40 @@ func TestReviewStreamTransferLargerThanRetention(t *testing.T) {
 	}
 	e.mustEqualFile(cfg.Out, data)
 }
+
+// TestReviewStreamRecreatedStreamHangsOnOldTransfer: an operator deletes
+// the stream QUEUE to reclaim disk (QUEUE.index is a separate stream and
+// stays); the next producer recreates QUEUE, whose offsets start at 0
+// again. markExpired only suspects loss when the first offset is not 0,
+// so the old transfer is still listed complete and not expired, and
+// `consumer --transfer OLD` (default --timeout 0) reads the new stream
+// past everything and waits for ever. Want: a clear error.
+func TestReviewStreamRecreatedStreamHangsOnOldTransfer(t *testing.T) {
+	e := newStreamEnv(t)
+	e.sendStream(e.file("old.bin", randData(28, 20<<10)), "old", 4<<10)
+	conn, err := amqp.Dial(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDelete(e.topo.Name(), false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	e.sendStream(e.file("new.bin", randData(29, 20<<10)), "new", 4<<10)
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.Transfer, cfg.Timeout = "old", 0
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err = Receive(ctx, cfg)
+	if errors.Is(err, context.DeadlineExceeded) {
+		list, _ := ListStream(context.Background(), e.dial(), e.topo)
+		t.Fatalf("consumer --transfer old waits for ever for segments that no longer exist (list: %+v): %v", list, err)
+	}
+	if err == nil {
+		t.Fatal("restored a transfer whose stream was deleted")
+	}
+}
