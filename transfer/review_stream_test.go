@@ -278,3 +278,24 @@ func TestReviewStreamRecreatedStreamHangsOnOldTransfer(t *testing.T) {
 		t.Fatal("restored a transfer whose stream was deleted")
 	}
 }
+
+// TestReviewStreamListCreatesStreams: `consumer --list` on a queue name
+// that does not exist (a typo) declares QUEUE and QUEUE.index, two
+// streams with 7-day/16 GiB retention that nobody asked for, and prints an
+// empty list instead of saying there is no such stream.
+func TestReviewStreamListCreatesStreams(t *testing.T) {
+	e := newStreamEnv(t)
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	conn, cerr := amqp.Dial(e.url)
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	defer conn.Close()
+	ch, cerr := conn.Channel()
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	if _, perr := ch.QueueDeclarePassive(e.topo.Name(), true, false, false, false, nil); perr == nil {
+		t.Fatalf("--list on a stream that did not exist created it (list %v, err %v)", list, err)
+	}
+}
