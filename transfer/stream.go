@@ -33,8 +33,6 @@ type streamReceiver struct {
 	lastP   time.Time       // last placement (or start), for --timeout
 	lastF   time.Time       // last persist
 	connect bool
-	conn    *amqp.Connection // this session's
-	first   int64            // offset of the first segment placed by this run; -1 none
 }
 
 // receiveStream is Receive for --queue-type stream.
@@ -47,7 +45,7 @@ func receiveStream(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error
 		log = discard()
 	}
 	cfg.Log = log
-	r := &streamReceiver{cfg: cfg, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat}, next: -1, first: -1}
+	r := &streamReceiver{cfg: cfg, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat}, next: -1}
 	r.z.log = log
 	part, err := openPart(cfg.fs, cfg.Out, cfg.Restart, cfg.Transfer, 0, log)
 	if de := (*doneError)(nil); errors.As(err, &de) {
@@ -107,7 +105,6 @@ func (r *streamReceiver) persist() error {
 
 // session reads the stream on one channel until the transfer is complete.
 func (r *streamReceiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) error {
-	r.conn = conn
 	if r.sel == nil {
 		if err := r.choose(ctx, conn); err != nil {
 			return err
@@ -128,12 +125,16 @@ func (r *streamReceiver) session(ctx context.Context, conn *amqp.Connection, ch 
 }
 
 // choose picks the transfer from the index: the bound one (a resume), or
-// --transfer's newest run, or the newest complete transfer.
+// --transfer's newest run, or the newest complete transfer; and checks
+// that what it will read is still in the stream (not removed by
+// retention, not in a stream deleted and recreated since): a transfer
+// that is gone is an error, never a wait for ever.
 func (r *streamReceiver) choose(ctx context.Context, conn *amqp.Connection) error {
 	list, err := readIndex(ctx, conn, r.cfg.Topology)
 	if err != nil {
 		return err
 	}
+	q := r.cfg.Topology.Name()
 	if b := r.part.bound(); b != nil {
 		for i := range list {
 			if list[i].Transfer == b.Transfer && list[i].Run == b.Run {
@@ -142,34 +143,78 @@ func (r *streamReceiver) choose(ctx context.Context, conn *amqp.Connection) erro
 		}
 		if r.sel == nil {
 			r.sel = &StreamTransfer{Transfer: b.Transfer, Run: b.Run}
+			return nil
 		}
-		return nil
+		return r.checkResume(ctx, conn)
 	}
-	markExpired(ctx, conn, r.cfg.Topology, list)
+	if err := markExpired(ctx, conn, r.cfg.Topology, list); err != nil {
+		return err
+	}
 	if r.sel = pickTransfer(list, r.cfg.Transfer); r.sel != nil {
 		state := "complete"
 		if !r.sel.Complete {
 			state = "still being published"
 		}
 		r.cfg.Log.Info("restoring transfer from the stream", "transfer", r.sel.Transfer, "run", r.sel.Run, "size", r.sel.Size, "segments", r.sel.Segments, "state", state, "started", r.sel.Started.Format(time.RFC3339))
-	} else if n := len(list); n > 0 && r.cfg.Transfer == "" {
-		return fmt.Errorf("the %d transfers in stream %s have all expired (retention removed their segments)", n, r.cfg.Topology.Name())
+		return nil
+	}
+	if r.cfg.Transfer != "" {
+		for i := len(list) - 1; i >= 0; i-- {
+			if list[i].Transfer == r.cfg.Transfer {
+				return fmt.Errorf("transfer %s (run %s) cannot be restored from stream %s: %s", list[i].Transfer, list[i].Run, q, list[i].Gone)
+			}
+		}
+	} else if n := len(list); n > 0 {
+		return fmt.Errorf("the %d transfers in stream %s have all expired (retention removed their segments, or the stream was deleted and recreated)", n, q)
 	}
 	return nil
 }
 
-// from is where to start reading: the recorded offset on a resume, the
-// chosen transfer's start (less StreamSkew), else the stream's first
+// checkResume checks a resumed transfer against the stream: its start
+// marker still at the offset the index recorded, or at least its done
+// marker (the head is gone but the tail, where the missing segments may
+// be, is there). Else the stream cannot give what OUT.part lacks. A
+// journal offset past the done marker is brought back to it, so that the
+// marker is read and the missing segments named.
+func (r *streamReceiver) checkResume(ctx context.Context, conn *amqp.Connection) error {
+	e, q := r.sel, r.cfg.Topology.Name()
+	gone := ""
+	if e.StartID != "" {
+		var err error
+		if gone, err = checkMarker(ctx, conn, q, e.Start, e.StartID); err != nil {
+			return err
+		}
+	}
+	if e.EndID != "" {
+		endGone, err := checkMarker(ctx, conn, q, e.End, e.EndID)
+		if err != nil {
+			return err
+		}
+		if endGone == "" {
+			gone = ""
+			if r.next > e.End {
+				r.next = e.End
+			}
+		} else if gone == "" {
+			gone = "its end marker: " + endGone
+		}
+	}
+	if gone != "" {
+		return fmt.Errorf("%w: transfer %s (run %s) is no longer in stream %s: %s; %d of %d segments are in %s (kept), the others cannot be restored from this stream",
+			ErrIncomplete, e.Transfer, e.Run, q, gone, r.part.asm.Received(), r.part.asm.Total(), r.part.path)
+	}
+	return nil
+}
+
+// from is where to start reading: the recorded offset on a resume, just
+// after the chosen transfer's start marker, else the stream's first
 // message (nothing chosen: the first transfer to arrive is taken).
 func (r *streamReceiver) from() any {
 	switch {
 	case r.next >= 0:
 		r.start = r.next
-	case r.sel != nil && r.sel.First >= 0:
-		r.start = r.sel.First
-	case r.sel != nil && !r.sel.Started.IsZero():
-		// AMQP timestamps are whole seconds.
-		r.start = r.sel.Started.Add(-StreamSkew).Truncate(time.Second)
+	case r.sel != nil && r.sel.StartID != "":
+		r.start = r.sel.Start + 1
 	default:
 		r.start = "first"
 	}
@@ -246,8 +291,8 @@ func (r *streamReceiver) read(ctx context.Context, ch *amqp.Channel, from any) (
 				if err := stop(); err != nil {
 					return false, err
 				}
-				if _, ts := r.start.(time.Time); ts && !r.rewound {
-					r.cfg.Log.Warn("the transfer's end marker came with segments missing; reading the stream again from its first message (the producer's clock may be ahead of the broker's)", "missing", r.part.asm.Missing(nil, 5))
+				if s, _ := r.start.(string); s != "first" && !r.rewound {
+					r.cfg.Log.Warn("the transfer's end marker came with segments missing; reading the stream again from its first message", "missing", r.part.asm.Missing(nil, 5), "read_from", r.start)
 					return true, nil
 				}
 				return false, r.incomplete(fmt.Errorf("the stream holds no more of this transfer (its end marker was read): the missing segments were removed by retention or never confirmed"))
@@ -306,8 +351,14 @@ func (r *streamReceiver) handle(d amqp.Delivery) (missing bool, err error) {
 	}
 	if kind, ok := d.Headers[HdrKind].(string); ok {
 		// A marker: the done marker of this transfer comes after every
-		// segment the producer had confirmed.
-		return kind == KindDone && mine() && r.part.bound() != nil && !r.part.asm.Complete(), nil
+		// segment the producer had confirmed. With segments missing, the
+		// offset recorded is the marker's own: a rerun reads it again
+		// (and says what is missing) instead of waiting past it.
+		missing = kind == KindDone && mine() && r.part.bound() != nil && !r.part.asm.Complete()
+		if missing && r.next > 0 {
+			r.next--
+		}
+		return missing, nil
 	}
 	if (r.sel != nil || r.part.bound() != nil) && !mine() {
 		r.res.Skipped++
@@ -370,9 +421,6 @@ func (r *streamReceiver) handle(d amqp.Delivery) (missing bool, err error) {
 		}
 		r.placed++
 		r.lastP = time.Now()
-		if off := r.next - 1; r.first < 0 || off < r.first {
-			r.first = off
-		}
 		if r.cfg.Progress != nil {
 			size, _ := r.part.asm.Size()
 			r.cfg.Progress(int64(r.part.asm.Received())*int64(max(r.part.asm.MSS(), 1)), size)
@@ -406,30 +454,5 @@ func (r *streamReceiver) finish() error {
 		return err
 	}
 	r.res.Verified = !r.part.bound().raw()
-	r.locate()
 	return nil
-}
-
-// locate records in the index where this transfer's segments start, for
-// the restores that come later: the offset of the first segment this run
-// placed, when it placed them all (not a resume) and no consumer has
-// recorded it yet. One small message; failing is only a warning.
-func (r *streamReceiver) locate() {
-	b := r.part.bound()
-	if r.first < 0 || r.res.Resumed > 0 || b.raw() || r.conn == nil || (r.sel != nil && r.sel.First >= 0) {
-		return
-	}
-	e := StreamTransfer{Transfer: b.Transfer, Run: b.Run, Size: b.Size, MSS: b.MSS, Segments: b.Total, SHA256: r.res.SHA256}
-	if r.sel != nil {
-		e.Started = r.sel.Started
-	}
-	m := indexEntry(KindLocated, e)
-	m.Headers[HdrOffset] = r.first
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := publishConfirmed(ctx, r.conn, []string{r.cfg.Topology.IndexQueue()}, []amqp.Publishing{m}); err != nil {
-		r.cfg.Log.Warn("restored, but could not record where the transfer starts in the stream; later restores read from its start time instead", "err", err)
-		return
-	}
-	r.cfg.Log.Debug("recorded where the transfer starts in the stream", "transfer", b.Transfer, "offset", r.first)
 }

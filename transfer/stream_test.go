@@ -89,7 +89,7 @@ func (e *env) sendStream(path, id string, mss int) SendResult {
 // TestStreamOnePublishManyRestores: three consumers restore one transfer
 // while it is being published, a fourth after the producer has finished;
 // every file is exact, and the stream holds each segment once (plus the
-// done marker): nothing was republished, moved or copied by a consumer.
+// start and done markers): nothing was republished, moved or copied by a consumer.
 func TestStreamOnePublishManyRestores(t *testing.T) {
 	e := newStreamEnv(t)
 	data := randData(11, 300<<10+123)
@@ -128,8 +128,8 @@ func TestStreamOnePublishManyRestores(t *testing.T) {
 		}
 	}
 	msgs := e.readStream("many")
-	if want := int(sres.Segments) + 1; len(msgs) != want {
-		t.Fatalf("the stream holds %d messages up to the done marker, want %d (%d segments + marker): the bytes are not stored once", len(msgs), want, sres.Segments)
+	if want := int(sres.Segments) + 2; len(msgs) != want {
+		t.Fatalf("the stream holds %d messages up to the done marker, want %d (start marker, %d segments, done marker): the bytes are not stored once", len(msgs), want, sres.Segments)
 	}
 	for i, m := range msgs {
 		if m.offset != int64(i) {
@@ -179,8 +179,8 @@ func TestStreamNewestCompleteListAndTransfer(t *testing.T) {
 	if res.Transfer != "beta" {
 		t.Fatalf("default took %s, want beta (the newest complete)", res.Transfer)
 	}
-	// The first restore recorded where beta starts: the next one reads
-	// beta's segments only, none of alpha's before them.
+	// The producer recorded where beta starts (its start marker's
+	// offset): a restore reads beta's segments only, none of alpha's.
 	res = e.receive(e.receiveCfg(e.dir + "/again.bin"))
 	e.mustEqualFile(e.dir+"/again.bin", b)
 	if res.Transfer != "beta" || res.Skipped != 0 || res.Deliveries != int(rb.Segments) {

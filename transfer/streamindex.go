@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,29 +16,28 @@ import (
 // message is small: an empty body and these headers.
 const (
 	// HdrKind marks segmq's stream markers: KindStart and KindDone in
-	// Q.index, KindDone in Q itself, KindProbe in Q.index. A segment has
-	// no HdrKind.
+	// Q.index and in Q, KindProbe in either. A segment has no HdrKind.
 	HdrKind = "segmq-kind"
 	// HdrTotal is the number of segments (index entries only).
 	HdrTotal = "segmq-total"
 	// HdrStarted is when the producer started (or resumed) publishing, in
-	// Unix milliseconds by the producer's clock (index entries only).
+	// Unix milliseconds by the producer's clock (index entries only; shown
+	// by --list, never used to find anything).
 	HdrStarted = "segmq-started"
+	// HdrOffset and HdrMarker: the stream offset in Q of the transfer's
+	// start marker, published before its first segment, and that
+	// marker's message id (random: it identifies the stream the offset
+	// belongs to). HdrEndOffset and HdrEndMarker: the same for its done
+	// marker, published after its last confirm (done entries only).
+	HdrOffset    = "segmq-offset"
+	HdrMarker    = "segmq-marker"
+	HdrEndOffset = "segmq-end-offset"
+	HdrEndMarker = "segmq-end-marker"
 
 	KindStart = "start" // before a producer's first publish of a transfer (and of each resume)
 	KindDone  = "done"  // after every segment of the transfer was confirmed
-	KindProbe = "probe" // a consumer's end-of-index mark: ignored by everyone
-	// KindLocated: a consumer restored the transfer and records the
-	// stream offset of the first segment it placed (HdrOffset), so that
-	// later restores start there instead of at the start time less StreamSkew.
-	KindLocated = "located"
-	HdrOffset   = "segmq-offset"
+	KindProbe = "probe" // a reader's own mark, to know it has seen a stream's end: ignored by everyone
 )
-
-// StreamSkew is how far before a transfer's recorded start a consumer
-// starts reading the stream: the start is the producer's clock, the
-// stream's timestamps the broker's.
-const StreamSkew = 10 * time.Second
 
 // StreamTransfer is one transfer in a stream, as its index records it.
 type StreamTransfer struct {
@@ -48,28 +46,45 @@ type StreamTransfer struct {
 	Size     int64
 	MSS      int
 	Segments uint32
-	Started  time.Time // the first start entry (producer's clock)
+	Started  time.Time // the first start entry (producer's clock; display only)
 	Finished time.Time // the done entry; zero when not complete
 	SHA256   string    // from the done entry
-	// First is the stream offset where every segment of the transfer can
-	// be read from, as a consumer that restored it recorded; -1 unknown.
-	First    int64
+	// Start is the offset in Q of the start marker of the transfer's
+	// first producer run: every segment of the transfer follows it.
+	// StartID is that marker's message id; "" means Start is unknown.
+	Start   int64
+	StartID string
+	// End and EndID: the same for the done marker ("" until complete).
+	End      int64
+	EndID    string
 	Complete bool // every segment was confirmed by the broker (a done entry exists)
-	// Expired: retention has removed the oldest part of the stream up to
-	// a later transfer, so this one's segments are gone.
+	// Expired: the transfer's start marker is no longer in Q (retention
+	// removed it, or Q was deleted and recreated); Gone says which.
 	Expired bool
+	Gone    string
 }
 
-// indexEntry builds an index (or marker) message.
+// indexEntry builds an index entry (or a marker: the same headers).
 func indexEntry(kind string, e StreamTransfer) amqp.Publishing {
 	h := amqp.Table{HdrKind: kind, HdrTransfer: e.Transfer, HdrRun: e.Run, HdrSize: e.Size, HdrMSS: int64(e.MSS),
 		HdrTotal: int64(e.Segments), HdrStarted: e.Started.UnixMilli()}
 	if e.SHA256 != "" {
 		h[HdrSHA256] = e.SHA256
 	}
+	if e.StartID != "" {
+		h[HdrOffset], h[HdrMarker] = e.Start, e.StartID
+	}
+	if e.EndID != "" {
+		h[HdrEndOffset], h[HdrEndMarker] = e.End, e.EndID
+	}
 	return amqp.Publishing{Headers: h, DeliveryMode: amqp.Persistent, Timestamp: time.Now(), AppId: "segmq",
 		MessageId: e.Transfer + "/" + kind}
 }
+
+// ErrHeadGone: the stream no longer holds the first segments of a
+// transfer the producer has just published (its retention is too small
+// for it): no consumer can restore it.
+var ErrHeadGone = errors.New("the stream no longer holds the transfer's first segments")
 
 // publishConfirmed publishes msgs in order on a channel of conn, each
 // confirmed before the next.
@@ -98,20 +113,212 @@ func publishConfirmed(ctx context.Context, conn *amqp.Connection, queue []string
 	return nil
 }
 
-// announce records a transfer's start or end in its stream: KindStart in
-// Q.index; KindDone first in Q (after every segment) and then in Q.index.
-// It has its own connection, and reconnects like Send.
+// announce records a transfer's start or end. KindStart: a start marker
+// in Q (before any segment), then an entry in Q.index with the marker's
+// offset. KindDone (after every segment was confirmed): the done marker in
+// Q; then, if the start marker is no longer in Q, ErrHeadGone and no done
+// entry (the index keeps saying incomplete); else the done entry in
+// Q.index with both offsets. It has its own connection, and reconnects
+// like Send.
 func announce(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, topo rabbit.Topology, kind string, e StreamTransfer) error {
-	queues := []string{topo.IndexQueue()}
-	msgs := []amqp.Publishing{indexEntry(kind, e)}
-	if kind == KindDone {
-		queues = []string{topo.Name(), topo.IndexQueue()}
-		msgs = []amqp.Publishing{indexEntry(kind, e), indexEntry(kind, e)}
-	}
 	connected, n := false, 0
 	return reconnect(ctx, log, dial, topo, &connected, &n, func(ctx context.Context, conn *amqp.Connection, _ *amqp.Channel) error {
-		return publishConfirmed(ctx, conn, queues, msgs)
+		e := e
+		if kind == KindDone {
+			list, err := readIndex(ctx, conn, topo)
+			if err != nil {
+				return err
+			}
+			for _, x := range list {
+				if x.Transfer == e.Transfer && x.Run == e.Run && x.StartID != "" {
+					e.Start, e.StartID = x.Start, x.StartID
+				}
+			}
+		}
+		m := indexEntry(kind, e)
+		m.MessageId += "/" + NewTransferID() // unique: it identifies this stream at that offset
+		off, err := publishLocated(ctx, conn, topo.Name(), m)
+		if err != nil {
+			return err
+		}
+		if kind == KindStart {
+			e.Start, e.StartID = off, m.MessageId
+		} else {
+			e.End, e.EndID = off, m.MessageId
+			if e.StartID != "" {
+				gone, err := checkMarker(ctx, conn, topo.Name(), e.Start, e.StartID)
+				if err != nil {
+					return err
+				}
+				if gone != "" {
+					return fmt.Errorf("%w: its start marker at offset %d: %s; the stream's retention is smaller than the transfer (this producer asked for %s at declaration; an existing stream keeps its own): use a stream with more retention (another --queue with larger --stream-max-bytes/--stream-max-age)",
+						ErrHeadGone, e.Start, gone, topo.Retention)
+				}
+			}
+		}
+		return publishConfirmed(ctx, conn, []string{topo.IndexQueue()}, []amqp.Publishing{indexEntry(kind, e)})
 	}, func(error) error { return nil })
+}
+
+// publishLocated publishes m to the stream queue, confirmed, and returns
+// its offset: a reader attached at "next" before the publish sees every
+// message appended after it, m among them. No clock is involved.
+func publishLocated(ctx context.Context, conn *amqp.Connection, queue string, m amqp.Publishing) (int64, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, lost(fmt.Errorf("open channel: %w", err))
+	}
+	defer ch.Close()
+	const prefetch = 256
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		return 0, lost(fmt.Errorf("set prefetch: %w", err))
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	deliveries, err := ch.Consume(queue, "", false, false, false, false, amqp.Table{"x-stream-offset": "next"})
+	if err != nil {
+		return 0, lost(fmt.Errorf("read %s: %w", queue, err))
+	}
+	if err := publishConfirmed(ctx, conn, []string{queue}, []amqp.Publishing{m}); err != nil {
+		return 0, err
+	}
+	for n := 1; ; n++ {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return 0, lost(fmt.Errorf("the broker ended the reader of %s", queue))
+			}
+			if d.MessageId == m.MessageId {
+				off, ok := asInt(d.Headers["x-stream-offset"])
+				if !ok {
+					return 0, fmt.Errorf("%s: the broker gave no x-stream-offset", queue)
+				}
+				return off, nil
+			}
+			if n%(prefetch/2) == 0 {
+				if err := d.Ack(true); err != nil {
+					return 0, lost(fmt.Errorf("ack: %w", err))
+				}
+			}
+		case e := <-closed:
+			return 0, closeError(e)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// peek returns the offset and message id of the first message at or after
+// from in queue (from: an offset, or "first"). When nothing comes within
+// a second (the stream ends before from), it publishes a probe of its own
+// and waits for that: probe then says the stream has nothing at or after
+// from except it. One small message in the stream, only in that case.
+func peek(ctx context.Context, conn *amqp.Connection, queue string, from any) (off int64, id string, probe bool, err error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, "", false, lost(fmt.Errorf("open channel: %w", err))
+	}
+	defer ch.Close()
+	if err := ch.Qos(64, 0, false); err != nil {
+		return 0, "", false, lost(fmt.Errorf("set prefetch: %w", err))
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	deliveries, err := ch.Consume(queue, "", false, false, false, false, amqp.Table{"x-stream-offset": from})
+	if err != nil {
+		return 0, "", false, lost(fmt.Errorf("read %s: %w", queue, err))
+	}
+	low, _ := from.(int64)
+	nonce := NewTransferID()
+	wait := time.NewTimer(time.Second)
+	defer wait.Stop()
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return 0, "", false, lost(fmt.Errorf("the broker ended the reader of %s", queue))
+			}
+			if err := d.Ack(false); err != nil {
+				return 0, "", false, lost(fmt.Errorf("ack: %w", err))
+			}
+			off, _ := asInt(d.Headers["x-stream-offset"])
+			if d.MessageId == nonce {
+				return off, d.MessageId, true, nil
+			}
+			if off >= low {
+				return off, d.MessageId, false, nil
+			}
+		case <-wait.C:
+			p := amqp.Publishing{Headers: amqp.Table{HdrKind: KindProbe}, MessageId: nonce, Timestamp: time.Now(), AppId: "segmq"}
+			if err := publishConfirmed(ctx, conn, []string{queue}, []amqp.Publishing{p}); err != nil {
+				return 0, "", false, fmt.Errorf("probe %s: %w", queue, err)
+			}
+		case e := <-closed:
+			return 0, "", false, closeError(e)
+		case <-ctx.Done():
+			return 0, "", false, ctx.Err()
+		}
+	}
+}
+
+// checkMarker says whether the marker id is still at offset off in queue:
+// "" if it is, else why not.
+func checkMarker(ctx context.Context, conn *amqp.Connection, queue string, off int64, id string) (string, error) {
+	got, gid, probe, err := peek(ctx, conn, queue, off)
+	switch {
+	case err != nil:
+		return "", err
+	case probe:
+		return fmt.Sprintf("stream %s was deleted and recreated since (it no longer reaches offset %d)", queue, off), nil
+	case got == off && gid == id:
+		return "", nil
+	case got == off:
+		return fmt.Sprintf("stream %s was deleted and recreated since (another message is at offset %d)", queue, off), nil
+	}
+	return fmt.Sprintf("retention removed it (stream %s now starts at offset %d)", queue, got), nil
+}
+
+// markExpired marks the transfers whose start marker is no longer in Q.
+// One read gives Q's first retained offset: a start offset before it is
+// gone. Among the others, the oldest is checked to be the very marker the
+// index recorded (Q may have been deleted and recreated: its offsets start
+// at 0 again); if it is, Q has not been recreated since, and every later
+// transfer is in it too; if not, the next one is checked. Typically two
+// short reads, whatever the number of transfers. Transfers with no
+// recorded start offset are not judged.
+func markExpired(ctx context.Context, conn *amqp.Connection, topo rabbit.Topology, list []StreamTransfer) error {
+	var known []int
+	for i := range list {
+		if list[i].StartID != "" {
+			known = append(known, i)
+		}
+	}
+	if len(known) == 0 {
+		return nil
+	}
+	first, _, _, err := peek(ctx, conn, topo.Name(), "first")
+	if err != nil {
+		return err
+	}
+	checked := false
+	for _, i := range known {
+		e := &list[i]
+		if e.Start < first {
+			e.Expired, e.Gone = true, fmt.Sprintf("retention removed its first segments (stream %s now starts at offset %d)", topo.Name(), first)
+			continue
+		}
+		if checked {
+			continue
+		}
+		gone, err := checkMarker(ctx, conn, topo.Name(), e.Start, e.StartID)
+		if err != nil {
+			return err
+		}
+		if gone == "" {
+			checked = true
+			continue
+		}
+		e.Expired, e.Gone = true, gone
+	}
+	return nil
 }
 
 // ListStream returns the transfers in a stream, oldest first, from its
@@ -123,18 +330,34 @@ func ListStream(ctx context.Context, dial rabbit.DialConfig, topo rabbit.Topolog
 	if err := topo.Validate(); err != nil {
 		return nil, err
 	}
-	connected := false
-	conn, ch, err := openSession(ctx, dial, topo, &connected)
+	conn, err := rabbit.Dial(ctx, dial)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	ch.Close()
+	// Listing creates nothing: a misspelt --queue is an error, not two
+	// new streams with a week's retention.
+	for _, q := range []string{topo.Name(), topo.IndexQueue()} {
+		ch, err := conn.Channel()
+		if err != nil {
+			return nil, lost(fmt.Errorf("open channel: %w", err))
+		}
+		_, err = ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if ae := (*amqp.Error)(nil); errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			return nil, fmt.Errorf("there is no stream %s on this broker (nothing was created): check --queue; the producer creates it", q)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up %s: %w", q, err)
+		}
+		ch.Close()
+	}
 	list, err := readIndex(ctx, conn, topo)
 	if err != nil {
 		return nil, err
 	}
-	markExpired(ctx, conn, topo, list)
+	if err := markExpired(ctx, conn, topo, list); err != nil {
+		return nil, err
+	}
 	return list, nil
 }
 
@@ -195,23 +418,26 @@ func readIndex(ctx context.Context, conn *amqp.Connection, topo rabbit.Topology)
 			continue
 		}
 		e, ok := parseEntry(d.Headers)
-		if !ok || (kind != KindStart && kind != KindDone && kind != KindLocated) {
+		if !ok || (kind != KindStart && kind != KindDone) {
 			continue // not segmq's, or from a newer segmq: not ours to judge
 		}
 		k := doneKey{e.Transfer, e.Run}
 		i, seen := at[k]
 		if !seen {
 			at[k] = len(list)
-			e.First = -1
-			list = append(list, e)
+			n := e
+			n.StartID, n.EndID = "", ""
+			list = append(list, n)
 			i = len(list) - 1
 		}
-		if off, ok := asInt(d.Headers[HdrOffset]); kind == KindLocated && ok && off >= 0 && list[i].First < 0 {
-			list[i].First = off
+		if list[i].StartID == "" && e.StartID != "" {
+			// The first start entry's (a done entry repeats it).
+			list[i].Start, list[i].StartID = e.Start, e.StartID
 		}
 		if kind == KindDone && !list[i].Complete {
 			list[i].Complete, list[i].SHA256 = true, e.SHA256
 			list[i].Finished = d.Timestamp
+			list[i].End, list[i].EndID = e.End, e.EndID
 		}
 		if kind == KindStart && !seen {
 			list[i].Started = e.Started
@@ -241,58 +467,17 @@ func parseEntry(h amqp.Table) (StreamTransfer, bool) {
 	}
 	e.Size, e.MSS, e.Segments, e.Started = size, int(mss), uint32(total), time.UnixMilli(started)
 	e.SHA256, _ = h[HdrSHA256].(string)
-	return e, true
-}
-
-// markExpired peeks at the stream's oldest retained message: when
-// retention has removed anything (its offset is not 0), the transfers
-// recorded before that message's transfer are gone, and so is the head of
-// that transfer itself unless the message is its segment 0 (the producer
-// publishes in order) or lies at or before its located offset. One
-// delivery is read; an empty stream or no answer within 3 s marks nothing.
-func markExpired(ctx context.Context, conn *amqp.Connection, topo rabbit.Topology, list []StreamTransfer) {
-	if len(list) == 0 {
-		return
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return
-	}
-	defer ch.Close()
-	if ch.Qos(1, 0, false) != nil {
-		return
-	}
-	deliveries, err := ch.Consume(topo.Name(), "", false, false, false, false, amqp.Table{"x-stream-offset": "first"})
-	if err != nil {
-		return
-	}
-	var d amqp.Delivery
-	select {
-	case d = <-deliveries:
-	case <-time.After(3 * time.Second):
-		return
-	case <-ctx.Done():
-		return
-	}
-	off, _ := asInt(d.Headers["x-stream-offset"])
-	if off == 0 {
-		return
-	}
-	tr, _ := d.Headers[HdrTransfer].(string)
-	run, _ := d.Headers[HdrRun].(string)
-	for i := range list {
-		if list[i].Transfer == tr && list[i].Run == run {
-			seq := uint32(0)
-			if len(d.Body) >= 4 {
-				seq = binary.LittleEndian.Uint32(d.Body)
-			}
-			if _, marker := d.Headers[HdrKind]; marker || (seq > 0 && (list[i].First < 0 || list[i].First < off)) {
-				list[i].Expired = true
-			}
-			return
+	if off, ok := asInt(h[HdrOffset]); ok && off >= 0 {
+		if id, _ := h[HdrMarker].(string); id != "" {
+			e.Start, e.StartID = off, id
 		}
-		list[i].Expired = true
 	}
+	if off, ok := asInt(h[HdrEndOffset]); ok && off >= 0 {
+		if id, _ := h[HdrEndMarker].(string); id != "" {
+			e.End, e.EndID = off, id
+		}
+	}
+	return e, true
 }
 
 // pickTransfer chooses what to restore: with want, its newest complete
