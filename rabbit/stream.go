@@ -15,11 +15,13 @@ import (
 //
 //	Q        x-queue-type stream, x-max-age, x-max-length-bytes
 //	         (x-stream-max-segment-size-bytes when set): the segments, and
-//	         one "done" marker per transfer after its last confirm
+//	         per transfer a "start" marker before its first segment and a
+//	         "done" marker after its last confirm
 //	Q.index  x-queue-type stream, the same x-max-age, at most
 //	         IndexMaxBytes: one small message per transfer start and end,
-//	         so that a consumer finds the newest complete transfer, and
-//	         where it starts, without reading Q (see package transfer)
+//	         with the offsets of its markers in Q, so that a consumer finds
+//	         the newest complete transfer, and where it starts, without
+//	         reading Q from its beginning (see package transfer)
 //
 // A stream keeps what is published until retention removes it; nothing is
 // consumed away, so there is no dead-letter queue and no registry of
