@@ -138,7 +138,8 @@
 // wait. The producer makes the same check of its start marker after the
 // done marker: gone (a stream whose retention is smaller than the file)
 // is ErrHeadGone, a non-zero exit and no done entry; a file larger than
-// the --stream-max-bytes it declares is refused before anything is sent.
+// the --stream-max-bytes it declares is refused before anything is sent
+// (unless compressed: it may fit).
 //
 // Resuming. Every persist of the part file also journals the stream
 // offset after the last delivery handled ('O' record, partfile.go). A

@@ -192,7 +192,8 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		p.sum = hashHex(p.sha)
 	}
 	if cfg.Topology.IsStream() {
-		if b := cfg.Topology.Retention.Bytes(); b > 0 && p.size > b {
+		// A compressed transfer may fit: the check after the last confirm decides.
+		if b := cfg.Topology.Retention.Bytes(); b > 0 && p.size > b && (cfg.Compress == "" || cfg.Compress == CompressNone) {
 			return SendResult{}, fmt.Errorf("stream %s: the file (%d bytes) is larger than the stream's retention (--stream-max-bytes %d): retention would remove its first segments before its last is published, and no consumer could restore it; use a larger --stream-max-bytes (for a new stream: retention is set when it is created) or none",
 				cfg.Topology.Name(), p.size, b)
 		}

@@ -151,7 +151,7 @@ func announce(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, top
 					return err
 				}
 				if gone != "" {
-					return fmt.Errorf("%w: its start marker at offset %d: %s; the stream's retention is smaller than the transfer (this producer asked for %s at declaration; an existing stream keeps its own): use a stream with more retention (another --queue with larger --stream-max-bytes/--stream-max-age)",
+					return fmt.Errorf("%w: its start marker at offset %d: %s; when retention removed it, the stream keeps less than the transfer (this producer asked for %s at declaration; an existing stream keeps its own): use a stream with more retention (another --queue with larger --stream-max-bytes/--stream-max-age)",
 						ErrHeadGone, e.Start, gone, topo.Retention)
 				}
 			}
