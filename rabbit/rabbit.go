@@ -189,12 +189,15 @@ func scrub(msg, password string) string {
 const (
 	Classic = "classic"
 	Quorum  = "quorum"
+	Stream  = "stream" // see stream.go
 )
 
 // Topology names the queues and exchange for one segmq queue.
 type Topology struct {
 	Queue string // "" means "snapshots"
-	Type  string // Classic or Quorum; "" means Classic
+	Type  string // Classic, Quorum or Stream; "" means Classic
+	// Retention applies to Stream only, when the stream is created.
+	Retention Retention
 }
 
 func (t Topology) queue() string {
@@ -223,8 +226,12 @@ const DoneMax = 1000
 func (t Topology) Validate() error {
 	switch t.Type {
 	case "", Classic, Quorum:
+	case Stream:
+		if err := t.Retention.Validate(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("queue type %q: want classic or quorum", t.Type)
+		return fmt.Errorf("queue type %q: want classic, quorum or stream", t.Type)
 	}
 	if strings.HasPrefix(t.Queue, "amq.") {
 		return fmt.Errorf("queue name %q: the amq. prefix is reserved by the broker", t.Queue)
@@ -244,6 +251,9 @@ func Declare(conn *amqp.Connection, t Topology) error {
 		return fmt.Errorf("open channel: %w", err)
 	}
 	defer ch.Close()
+	if t.Type == Stream {
+		return declareStream(conn, ch, t)
+	}
 	qt := t.Type
 	if qt == "" {
 		qt = Classic
@@ -285,6 +295,8 @@ func explain(err error, kind, name, qt string) error {
 		if qt == "" {
 			// Q.done: segmq's own registry, whatever the queue type.
 			hint = fmt.Sprintf("segmq keeps its registry of completed transfers there; delete it (rabbitmqctl delete_queue %s: leftover copies of transfers it listed will no longer be recognised), or use another --queue", name)
+		} else if (m[1] == amqp.StreamMaxAgeArg || m[1] == amqp.QueueMaxLenBytesArg) && m[4] == "none" {
+			hint = "it has stream retention, so it is most likely a stream: pass --queue-type stream, or another --queue"
 		} else if m[1] == amqp.QueueTypeArg {
 			hint = fmt.Sprintf("the queue exists with type %s; pass --queue-type %s, or another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need",
 				strings.Trim(m[5], "'"), strings.Trim(m[5], "'"), name)
