@@ -90,16 +90,22 @@ func reconnect(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, to
 func reconnectInfo(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool, reconnects *int,
 	session func(context.Context, *amqp.Connection, *amqp.Channel, sessionInfo) error, onLost func(error) error) error {
 	urls := rabbit.URLs(dial.URL)
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; ; {
 		conn, ch, info, node, err := openSession(ctx, dial, topo, connected)
 		if err == nil {
 			if attempt > 0 {
 				log.Info("connected to the broker", "node", info.URL, "attempt", attempt)
 			}
+			began := time.Now()
 			err = session(ctx, conn, ch, info)
 			ch.Close()
 			conn.Close()
 			dial.First = node + 1
+			if time.Since(began) >= time.Second {
+				// A session that worked for a while: the next loss is
+				// a new outage (another failover), not more of this one.
+				attempt = 0
+			}
 		}
 		if err == nil || !retriable(err) || ctx.Err() != nil || !*connected {
 			return err
@@ -112,6 +118,7 @@ func reconnectInfo(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig
 		if berr := backoff(ctx, attempt); berr != nil {
 			return berr
 		}
+		attempt++
 	}
 }
 

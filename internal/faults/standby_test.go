@@ -159,4 +159,3 @@ func consumers(t *testing.T, url, queue string) int {
 	}
 	return q.Consumers
 }
-
