@@ -5,11 +5,17 @@
 //
 // Topology for a queue Q (declared idempotently by producer and consumer):
 //
-//	Q        durable, x-queue-type classic|quorum, x-dead-letter-exchange Q.dlx
+//	Q        durable, x-queue-type classic|quorum, x-dead-letter-exchange Q.dlx,
+//	         x-single-active-consumer, x-delivery-limit (quorum)
 //	Q.dlx    durable fanout exchange
 //	Q.dead   durable queue bound to Q.dlx: poison segments, inspectable
-//	Q.done   durable classic queue, x-max-length 1000, x-overflow drop-head:
-//	         the registry of completed transfers
+//	Q.done   durable queue of Q's type (quorum: x-delivery-limit lifted),
+//	         x-max-length 1000, x-overflow drop-head: the registry of
+//	         completed transfers
+//
+// Q also has x-single-active-consumer (one consumer restores at a time,
+// others wait as hot standbys) and, when quorum, x-delivery-limit
+// DeliveryLimit. A Q created without them is used as it is (see Queue).
 //
 // A segment the consumer rejects (nack, requeue=false) is routed by the
 // broker to Q.dead with an x-death header; the consumer logs why.
@@ -335,6 +341,14 @@ type Queue struct {
 	Missing []string
 	// Version is the broker's version, e.g. "4.0.5".
 	Version string
+	// DoneClassic: the main queue is quorum but its registry (QUEUE.done)
+	// is a classic queue made by an older segmq, which lives on one node
+	// of a cluster.
+	DoneClassic bool
+	// DoneErr: the registry could not be declared (unavailable, e.g. a
+	// classic registry whose node is down); the transfer goes on
+	// without it.
+	DoneErr error
 }
 
 // LimitApplies reports whether the broker counts returns of quorum-queue
@@ -414,10 +428,39 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 	_, res.SingleActive = args["x-single-active-consumer"]
 	_, res.DeliveryLimit = args["x-delivery-limit"]
 	res.DeliveryLimit = res.DeliveryLimit || qt != Quorum
-	// Always classic, whatever --queue-type: it holds small markers only.
+	// The registry has the main queue's type, so that on a cluster it
+	// outlives the node that created it (a classic queue lives on one
+	// node). Reading it returns every marker (basic.get, then close), so
+	// a quorum registry needs the delivery limit lifted too.
 	doneArgs := amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
-	if _, err := ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs); err != nil {
+	if qt == Quorum {
+		doneArgs[amqp.QueueTypeArg], doneArgs["x-delivery-limit"] = Quorum, int64(DeliveryLimit)
+	}
+	if ch, err = conn.Channel(); err != nil {
+		return res, fmt.Errorf("open channel: %w", err)
+	}
+	_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
+	if arg, current := inequivalentArg(err); arg == amqp.QueueTypeArg && current == "'classic'" && qt == Quorum {
+		// A classic registry from an older segmq: keep using it.
+		res.DoneClassic = true
+		doneArgs = amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
+		if ch, err = conn.Channel(); err != nil {
+			return res, fmt.Errorf("open channel: %w", err)
+		}
+		_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
+	}
+	var ae *amqp.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed:
 		return res, explain(err, "queue", t.DoneQueue(), "")
+	case errors.As(err, &ae) && ae.Recover:
+		// Unavailable (the node holding a classic registry is down:
+		// 404 "due to timeout"). The registry is an aid, not the
+		// transfer: go on without it.
+		res.DoneErr = fmt.Errorf("declare %s: %w", t.DoneQueue(), err)
+	default:
+		return res, fmt.Errorf("declare queue %s: %w", t.DoneQueue(), err)
 	}
 	return res, nil
 }

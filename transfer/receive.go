@@ -165,6 +165,7 @@ type receiver struct {
 	connected  bool // a session has reached the broker; only then reconnect
 	limited    bool // the queue is subject to the broker's default delivery limit
 	warnedLim  bool
+	warnedDone bool
 	res        ReceiveResult
 }
 

@@ -66,6 +66,13 @@ func (r *receiver) checkQueue(info sessionInfo) error {
 		r.log.Warn(fmt.Sprintf("quorum queue %s was created without segmq's x-delivery-limit, so RabbitMQ %s's default limit applies: a segment returned 20 times (a consumer whose connection is lost while it holds it unacked) goes to %s; lift it with: rabbitmqctl set_policy --apply-to quorum_queues segmq-%s '^%s$' '{\"delivery-limit\":-1}'",
 			name, q.Version, r.cfg.Topology.DeadQueue(), name, regexp.QuoteMeta(name)), "missing", strings.Join(q.Missing, ", "))
 	}
+	if q.DoneErr != nil {
+		r.log.Warn("the registry of completed transfers is unavailable this session; leftover copies of restored transfers will not be recognised", "err", q.DoneErr)
+	}
+	if q.DoneClassic && !r.warnedDone {
+		r.warnedDone = true
+		r.log.Warn(fmt.Sprintf("%s is a classic queue (made by an older segmq): on a cluster it lives on one node and is unavailable while that node is down; delete it when no consumer runs (rabbitmqctl delete_queue %s) and the next run makes it a quorum queue", r.cfg.Topology.DoneQueue(), r.cfg.Topology.DoneQueue()))
+	}
 	consumers, _, err := rabbit.Consumers(r.conn, name)
 	if err != nil {
 		return lost(fmt.Errorf("count the consumers of %s: %w", name, err))

@@ -19,11 +19,21 @@ func journalSize(out string) int64 {
 	return fi.Size()
 }
 
-// waitProgress waits until the consumer writing out has journaled some
-// segments.
-func waitProgress(t *testing.T, out string, p *proc) {
+// partSize is the length of a consumer's OUT.part (0 if absent): about
+// its progress, since segments arrive about in order.
+func partSize(out string) int64 {
+	fi, err := os.Stat(out + ".part")
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// waitProgress waits until the consumer writing out has a tenth of the
+// file in its .part, and made it durable.
+func waitProgress(t *testing.T, f *fixture, p *proc) {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); journalSize(out) < 2048; {
+	for deadline := time.Now().Add(time.Minute); partSize(f.out()) < int64(len(f.data)/10) || journalSize(f.out()) == 0; {
 		select {
 		case <-p.done:
 			t.Fatalf("the consumer ended before it made progress:\n%s", p.out.String())
@@ -43,11 +53,11 @@ func waitProgress(t *testing.T, out string, p *proc) {
 func TestStandbyTakesOver(t *testing.T) {
 	for _, qt := range []string{"classic", "quorum"} {
 		t.Run(qt, func(t *testing.T) {
-			f := newFixture(t, 60_000)
+			f := newFixture(t, 300_000)
 			mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss, "--queue-type", qt), 0, 2*time.Minute)
 			slow := []string{"--out", f.out(), "--queue-type", qt, "--prefetch", "2", "--ack-every", "2", "--timeout", "1m", "-v"}
 			active := f.start(f.url, "consumer", slow...)
-			waitProgress(t, f.out(), active)
+			waitProgress(t, f, active)
 			standby := f.start(f.url, "consumer", append(slow, "--standby")...)
 			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(standby.out.String(), "standing by"); time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
@@ -99,10 +109,10 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // file is exact.
 func TestTwoConsumersNeverSplit(t *testing.T) {
 	t.Run("single-active-consumer", func(t *testing.T) {
-		f := newFixture(t, 60_000)
+		f := newFixture(t, 300_000)
 		mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss), 0, 2*time.Minute)
 		first := f.start(f.url, "consumer", "--out", f.out(), "--prefetch", "2", "--ack-every", "2", "--timeout", "1m", "-v")
-		waitProgress(t, f.out(), first)
+		waitProgress(t, f, first)
 		other := filepath.Join(f.dir, "other.bin")
 		second := f.start(f.url, "consumer", "--out", other, "--timeout", "3s", "-v")
 		mustExit(t, first, 0, 2*time.Minute)
