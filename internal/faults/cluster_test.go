@@ -47,7 +47,7 @@ func failover(t *testing.T, leader, kill int) time.Duration {
 	var b [6]byte
 	rand.Read(b[:])
 	f := &fixture{t: t, dir: t.TempDir(), queue: "failover-" + hex.EncodeToString(b[:])}
-	data, err := genData(600_000)
+	data, err := genData(250_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,9 +120,16 @@ func failover(t *testing.T, leader, kill int) time.Duration {
 			t.Logf("%s did not reconnect (its node lived)", filepath.Base(p.cmd.Path))
 		}
 	}
+	for _, p := range []*proc{prod, cons} {
+		if m := summary.FindString(p.out.String()); m != "" {
+			t.Log(m)
+		}
+	}
 	t.Logf("PAUSE leader=node%d killed=node%d: the consumer's .part grew by 1 MiB again %s after the SIGKILL; %s", leader, kill, pause.Round(time.Millisecond), detail)
 	return pause
 }
+
+var summary = regexp.MustCompile(`(?m)^(sent|received) transfer .*$`)
 
 var reconnected = regexp.MustCompile(`time=(\S+) level=INFO msg="connected to the broker" node=(\S+)`)
 
