@@ -178,7 +178,7 @@ func TestExactMissingSHA256(t *testing.T) {
 	}
 }
 
-// Defect 11: --prefetch 4 with the default --ack-every 256 must not wait
+// Defect 11: --prefetch 4 with the default --ack-every (64) must not wait
 // for a batch that can never fill (a long --ack-interval makes the stall
 // a failure instead of a slow run).
 func TestExactSmallPrefetch(t *testing.T) {

@@ -6,19 +6,20 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/segmq/segmq/internal/cli"
 	"github.com/segmq/segmq/transfer"
 )
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	fs := cli.FlagSet("producer", "producer [--in db.bin] [--mss 65536] [--queue snapshots] [--url URL] [flags]", stderr)
+	fs := cli.FlagSet("producer", "producer [--in db.bin] [--mss 65528] [--queue snapshots] [--url URL] [flags]", stderr)
 	var bf cli.BrokerFlags
 	bf.Register(fs)
 	in := fs.String("in", "db.bin", "snapshot file to send")
-	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8)")
+	mss := fs.Int("mss", transfer.DefaultMSS, "maximum segment payload in bytes (the body is MSS+8; the default makes it 64 KiB)")
 	window := fs.Int("confirm-window", transfer.DefaultConfirmWindow, "publishes awaiting broker confirmation")
-	compress := fs.String("compress", "none", "pack each payload: none, or zstd (the consumer decodes; offsets, size and SHA-256 stay those of the file)")
+	compress := fs.String("compress", transfer.CompressNone, "pack payloads: none; s2 or zstd (each payload, when smaller); auto (s2 while it pays, by the observed ratio and publish rate). The consumer decodes; offsets, size and SHA-256 stay those of the file. Consumers older than s2 dead-letter s2 payloads")
 	raw := fs.Bool("raw", false, "send any file, not only a complete snapshot")
 	id := fs.String("transfer", "", "transfer id (default: a new random id)")
 	resume := fs.Bool("resume", false, "continue the interrupted transfer recorded in the state file (same transfer id; only unconfirmed segments are sent)")
@@ -39,8 +40,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if *timeout < 0 {
 		return cli.Usagef("--timeout must be >= 0, got %s", *timeout)
 	}
-	if *compress != "none" && *compress != transfer.EncodingZstd {
-		return cli.Usagef("--compress must be none or zstd, got %q", *compress)
+	if !slices.Contains(transfer.CompressModes, *compress) {
+		return cli.Usagef("--compress must be none, s2, zstd or auto, got %q", *compress)
 	}
 	if *window < 1 {
 		return cli.Usagef("--confirm-window must be >= 1, got %d", *window)

@@ -30,7 +30,7 @@ func TestUsageAndInput(t *testing.T) {
 		{[]string{"--confirm-window", "0"}, 2, `--confirm-window must be >= 1`},
 		{[]string{"--queue-type", "lazy"}, 2, `queue type "lazy"`},
 		{[]string{"--bogus"}, 2, `flag provided but not defined`},
-		{[]string{"--compress", "gzip"}, 2, `--compress must be none or zstd, got "gzip"`},
+		{[]string{"--compress", "gzip"}, 2, `--compress must be none, s2, zstd or auto, got "gzip"`},
 		{[]string{"--in", filepath.Join(dir, "missing.bin")}, 1, `no such file`},
 		{[]string{"--in", junk}, 1, `is not a complete snapshot .*pass --raw`},
 		{[]string{"--in", junk, "--raw", "--url", "amqp://u:hunter22@127.0.0.1:1/"}, 1, `connect to amqp://u:xxxxx@127.0.0.1:1/`},

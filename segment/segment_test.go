@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -351,28 +352,68 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzAssemble: a file split with a fuzzed MSS, delivered in a fuzzed order
-// with fuzzed corruptions, either assembles to exactly the input or every
-// bad segment gets a typed error; nothing panics.
+// FuzzAssemble: a file split with a fuzzed MSS is delivered in a fuzzed
+// order, with the faults that faults selects, to an Assembler configured
+// as for a segmq transfer (MSS and size known) or a seed-format one
+// (nothing known), with a fuzzed reorder window:
+//
+//	faults&1  duplicates: copies of random segments, each answered Duplicate
+//	faults&2  a gap: one segment never delivered; never Complete, and
+//	          Missing names it once the total is known
+//	faults&4  a resume: half-way, the received set is saved and a new
+//	          Assembler continues from it (MarshalBinary/UnmarshalBinary)
+//	faults&8  a corrupt copy (corrupt > 128 too): a body with a flipped
+//	          header or payload byte, or bytes appended, delivered first
+//
+// Without a gap or corruption the result is exactly the input; with
+// them, every refusal is a typed error and nothing panics. At most
+// fuzzMaxSegs segments: delivery with requeue is quadratic in the
+// segments for a small window, and an input of thousands of 1-byte
+// segments once stalled the fuzzer at 0 execs/s.
 func FuzzAssemble(f *testing.F) {
-	f.Add([]byte("hello, segmented world"), uint8(4), uint64(1), uint8(0))
-	f.Add([]byte{}, uint8(1), uint64(2), uint8(3))
-	f.Add(bytes.Repeat([]byte{7}, 64), uint8(8), uint64(3), uint8(200))
-	f.Fuzz(func(t *testing.T, data []byte, mssb uint8, seed uint64, corrupt uint8) {
+	f.Add([]byte("hello, segmented world"), uint8(4), uint64(1), uint8(0), uint8(0))
+	f.Add([]byte{}, uint8(1), uint64(2), uint8(3), uint8(0))
+	f.Add(bytes.Repeat([]byte{7}, 64), uint8(8), uint64(3), uint8(200), uint8(0))
+	// Every fault on both configurations (corrupt odd: seed-format) and
+	// every window (corrupt%4 on the segmq configuration).
+	data := []byte("the quick brown fox jumps over the lazy dog, twice: the quick brown fox")
+	for faults := uint8(0); faults < 16; faults++ {
+		for _, corrupt := range []uint8{0, 1, 2, 3, 130, 131} {
+			f.Add(data, uint8(5), uint64(faults)*7+uint64(corrupt), corrupt, faults)
+		}
+	}
+	f.Add(bytes.Repeat([]byte{1}, 5*8), uint8(7), uint64(4), uint8(2), uint8(1)) // size a multiple of the MSS
+	f.Fuzz(func(t *testing.T, data []byte, mssb uint8, seed uint64, corrupt, faults uint8) {
 		mss := int(mssb%32) + 1
+		data = data[:min(len(data), fuzzMaxSegs*mss)]
 		r := rand.New(rand.NewPCG(seed, 99))
 		bodies := shuffled(r, split(t, data, mss))
-		var f memFile
+		total := len(bodies)
 		cfg := Config{MSS: mss, Size: int64(len(data)), SizeKnown: true, Window: uint32(corrupt % 4)}
 		if corrupt%2 == 1 {
 			cfg = Config{}
 		}
+		var f memFile
 		a, err := NewAssembler(&f, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Mix in garbage: a random corruption of a random body.
-		if corrupt > 128 && len(bodies) > 0 {
+		gap := -1
+		if faults&2 != 0 && len(bodies) > 0 {
+			i := r.IntN(len(bodies))
+			h, _, _ := Decode(bodies[i])
+			gap = int(h.Seq)
+			bodies = append(bodies[:i:i], bodies[i+1:]...)
+		}
+		dups := 0
+		if faults&1 != 0 && len(bodies) > 0 {
+			for range 1 + r.IntN(4) {
+				bodies = append(bodies, bodies[r.IntN(len(bodies))])
+				dups++
+			}
+		}
+		corrupted := corrupt > 128 || faults&8 != 0
+		if corrupted && len(bodies) > 0 {
 			bad := append([]byte(nil), bodies[r.IntN(len(bodies))]...)
 			bad[r.IntN(len(bad))] ^= byte(r.Uint32() | 1)
 			if r.IntN(2) == 0 {
@@ -380,9 +421,32 @@ func FuzzAssemble(f *testing.F) {
 			}
 			bodies = append([][]byte{bad}, bodies...)
 		}
-		// Requeue NotYet to the back, until a whole pass places nothing.
-		queue := bodies
-		for sinceProgress := 0; len(queue) > 0 && sinceProgress <= len(queue); sinceProgress++ {
+		resumeAt := -1
+		if faults&4 != 0 {
+			resumeAt = len(bodies) / 2
+		}
+		// Requeue NotYet to the back, until everything left has been
+		// answered NotYet once since the last other answer.
+		queue, offered, seenDup := bodies, 0, 0
+		for stalled := 0; len(queue) > 0 && stalled <= len(queue); {
+			if offered == resumeAt {
+				state, err := a.MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := NewAssembler(&f, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.UnmarshalBinary(state); err != nil {
+					t.Fatalf("resume: %v", err)
+				}
+				if b.Received() != a.Received() || b.Next() != a.Next() || b.Total() != a.Total() {
+					t.Fatalf("resumed %d/%d next %d, saved %d/%d next %d", b.Received(), b.Total(), b.Next(), a.Received(), a.Total(), a.Next())
+				}
+				a = b
+			}
+			offered++
 			b := queue[0]
 			queue = queue[1:]
 			h, p, err := Decode(b)
@@ -394,17 +458,36 @@ func FuzzAssemble(f *testing.F) {
 			if err != nil && !errors.As(err, &se) {
 				t.Fatalf("untyped error %v", err)
 			}
-			if o == NotYet {
+			switch o {
+			case NotYet:
 				queue = append(queue, b)
-			} else if o == Placed {
-				sinceProgress = 0
+				stalled++
+				continue
+			case Duplicate:
+				seenDup++
 			}
+			stalled = 0
 		}
-		if corrupt > 128 {
+		if corrupted {
 			return // a corrupt copy may legitimately have won a race for a seq
+		}
+		if gap >= 0 {
+			if a.Complete() {
+				t.Fatalf("complete without segment %d", gap)
+			}
+			if a.Total() != 0 && !slices.Contains(a.Missing(nil, total), uint32(gap)) {
+				t.Fatalf("segment %d never delivered, Missing says %v", gap, a.Missing(nil, 10))
+			}
+			return
 		}
 		if !a.Complete() || !bytes.Equal(f.b[:min(len(f.b), len(data))], data) || len(f.b) > len(data) {
 			t.Fatalf("complete=%v, got %d bytes want %d", a.Complete(), len(f.b), len(data))
 		}
+		if seenDup != dups {
+			t.Fatalf("%d duplicates delivered, %d answered Duplicate", dups, seenDup)
+		}
 	})
 }
+
+// fuzzMaxSegs bounds FuzzAssemble's segments (see there).
+const fuzzMaxSegs = 512

@@ -129,6 +129,12 @@ func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	if n := len(st.NotCarried); n > 0 {
+		fmt.Fprintf(stderr, "snapshot: warning: %s holds tables, their keys, indexes, sequences and rows; it does NOT hold these %d objects of the source, and a restore will not recreate them:\n", *out, n)
+		for _, o := range st.NotCarried {
+			fmt.Fprintf(stderr, "snapshot: warning:   %s\n", o)
+		}
+	}
 	el := time.Since(start)
 	fmt.Fprintf(stdout, "dumped %d tables, %d rows to %s: %d records, %d bytes in %s (%.0f rows/s, %s)\n",
 		st.Tables, st.Rows, *out, st.Records, st.Bytes, el.Round(time.Millisecond), float64(st.Rows)/el.Seconds(), cli.Rate(st.Bytes, el))
@@ -173,7 +179,8 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := cli.FlagSet("snapshot restore", restoreUsage, stderr)
 	db := fs.String("db", "", dbFlagHelp)
 	clean := fs.Bool("clean", false, "drop the snapshot's tables (and enum types) in the target first")
-	workers := fs.Int("workers", 0, "PostgreSQL: parallel workers per index build after the load (max_parallel_maintenance_workers); 0 = the server's setting. The load is one transaction on one connection")
+	workers := fs.Int("workers", 0, "PostgreSQL: connections loading rows and building indexes (0 = 2); above 1 the tables are built in a staging schema and moved into place in one final transaction, 1 is one transaction on one connection")
+	verbose := fs.Bool("v", false, "log each phase of the restore and how long it took")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -209,7 +216,7 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Warn: func(msg string) { fmt.Fprintf(stderr, "snapshot: warning: %s\n", msg) }})
 		st = pg.RestoreStats(s)
 	} else {
-		st, err = pg.Restore(ctx, &countingReader{r: f, prog: prog}, pg.RestoreOptions{URL: db0.url, Clean: *clean, Workers: *workers})
+		st, err = pg.Restore(ctx, &countingReader{r: f, prog: prog}, pg.RestoreOptions{URL: db0.url, Clean: *clean, Workers: *workers, Logger: prog.Logger(*verbose)})
 	}
 	prog.Done()
 	if err != nil {

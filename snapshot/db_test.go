@@ -22,7 +22,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestRestoreKilledProcess SIGKILLs a restore in the middle of its COPY:
-// the server rolls the transaction back and the target is unchanged.
+// the target is unchanged, the staging schema left behind is removed by
+// the next restore, which succeeds.
 func TestRestoreKilledProcess(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
 	dir := t.TempDir()
@@ -76,6 +77,21 @@ func TestRestoreKilledProcess(t *testing.T) {
 	if tables != "keep" {
 		t.Fatalf("after a killed restore the target has %s, want only keep", tables)
 	}
+	staging := func() string {
+		var s string
+		if err := conn.QueryRow(ctx, `SELECT coalesce(string_agg(nspname, ','), '') FROM pg_namespace WHERE nspname LIKE 'segmq\_restore\_%'`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if staging() == "" {
+		t.Fatal("a restore killed in its COPY left no staging schema: was it the parallel restore?")
+	}
+	wantRun(t, 0, "restored", "removed the staging schemas of an interrupted restore", "restore", gen, "--db", url)
+	if s := staging(); s != "" {
+		t.Fatalf("staging schemas %s left after the next restore", s)
+	}
+	wantRun(t, 0, "equal", "", "verify", gen, "--db", url)
 }
 
 func execSQL(t *testing.T, url string, sql ...string) {
@@ -151,6 +167,11 @@ func TestDatabaseCommands(t *testing.T) {
 	wantRun(t, 0, "dumped 1 tables, 1 rows", "", "dump", "--db", a, "--out", one, "--schema", "Side")
 	wantRun(t, 0, "dumped 1 tables, 1 rows", "", "dump", "--db", a, "--out", one, "--tables", `"Side"."T 1"`)
 	wantRun(t, 1, "", `table "nope" does not exist`, "dump", "--db", a, "--out", one, "--tables", "nope")
+
+	// What a dump leaves behind, it says.
+	execSQL(t, a, `CREATE VIEW public.big_orders AS SELECT * FROM public.orders WHERE id > 10`)
+	wantRun(t, 0, "dumped 3 tables", "it does NOT hold these 1 objects of the source, and a restore will not recreate them:\nsnapshot: warning:   view public.big_orders\n",
+		"dump", "--db", a, "--out", one, "--schema", "public")
 }
 
 // TestCrossEngine: PostgreSQL -> SQLite -> PostgreSQL through the CLI.

@@ -17,9 +17,11 @@ const (
 	HdrCRC      = "segmq-crc32c"
 	HdrSHA256   = "segmq-sha256"
 	// HdrEncoding names how this message's payload is encoded; absent
-	// means as-is. The only encoding is "zstd": one zstd frame holding the
-	// payload. Offsets, MSS, size and the SHA-256 always refer to the
-	// decoded bytes; the CRC-32C covers the payload as sent.
+	// means as-is. "zstd" is one zstd frame holding the payload; "s2" is
+	// one S2 block (klauspost/compress/s2, block format, no stream
+	// framing). Offsets, MSS, size and the SHA-256 always refer to the
+	// decoded bytes; the CRC-32C covers the payload as sent. A consumer
+	// dead-letters an encoding it does not know, naming it.
 	HdrEncoding = "segmq-encoding"
 	// HdrRun is a nonce the producer draws for each transfer and keeps
 	// across --resume. A transfer is its id and its run: the same id sent
@@ -31,8 +33,11 @@ const (
 // MaxRun bounds a run nonce; the producer sends 16 hex digits.
 const MaxRun = 64
 
-// EncodingZstd is the value of HdrEncoding for a zstd-compressed payload.
-const EncodingZstd = "zstd"
+// Values of HdrEncoding.
+const (
+	EncodingZstd = "zstd" // one zstd frame
+	EncodingS2   = "s2"   // one S2 block
+)
 
 // meta is what a message's headers say about its transfer.
 type meta struct {
@@ -43,7 +48,7 @@ type meta struct {
 	CRC      uint32
 	HasCRC   bool
 	SHA256   string
-	Encoding string // "" or EncodingZstd
+	Encoding string // "", EncodingZstd or EncodingS2
 	Run      string // "" when the producer sent no segmq-run
 }
 
@@ -154,10 +159,11 @@ func parseMeta(h amqp.Table) (meta, error) {
 		m.SHA256 = sha
 	}
 	if v, present := h[HdrEncoding]; present {
-		if enc, ok := v.(string); !ok || enc != EncodingZstd {
-			return m, fmt.Errorf("header %s: unknown encoding %v (this consumer knows %q)", HdrEncoding, v, EncodingZstd)
+		enc, ok := v.(string)
+		if !ok || enc != EncodingZstd && enc != EncodingS2 {
+			return m, fmt.Errorf("header %s: unknown encoding %.40q (this consumer decodes %q and %q; upgrade it, or send with producer --compress none)", HdrEncoding, fmt.Sprint(v), EncodingZstd, EncodingS2)
 		}
-		m.Encoding = EncodingZstd
+		m.Encoding = enc
 	}
 	if v, present := h[HdrRun]; present {
 		run, ok := v.(string)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/segmq/segmq/internal/fsutil"
 	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/internal/vfs"
 	"github.com/segmq/segmq/segment"
 )
 
@@ -40,12 +41,13 @@ import (
 //	'B' segment.Assembler binary        the whole received set (written when the
 //	                                    journal is rewritten to stay small)
 type partFile struct {
+	fsys                           vfs.FS // vfs.OS but in crash tests
 	out, path, statePath, lockPath string
 	log                            *slog.Logger
 	window                         uint32
 
-	lock *fsutil.Lock
-	f    *os.File
+	lock vfs.Unlocker
+	f    vfs.File
 	jr   *journal.Journal // nil until bound
 	asm  *segment.Assembler
 	b    *binding // nil until bound
@@ -67,9 +69,9 @@ const (
 
 // openPart locks out's work files and opens them: resuming what the
 // journal records, or (no journal, or restart) starting empty.
-func openPart(out string, restart bool, want string, window uint32, log *slog.Logger) (_ *partFile, err error) {
-	p := &partFile{out: out, path: out + ".part", statePath: out + ".part.state", lockPath: out + ".part.lock", log: log, window: window}
-	if p.lock, err = fsutil.TryLock(p.lockPath); err != nil {
+func openPart(fsys vfs.FS, out string, restart bool, want string, window uint32, log *slog.Logger) (_ *partFile, err error) {
+	p := &partFile{fsys: vfs.Or(fsys), out: out, path: out + ".part", statePath: out + ".part.state", lockPath: out + ".part.lock", log: log, window: window}
+	if p.lock, err = p.fsys.Lock(p.lockPath); err != nil {
 		if errors.Is(err, fsutil.ErrLocked) {
 			return nil, fmt.Errorf("another consumer is restoring into %s (%w); wait for it to finish or stop it", out, err)
 		}
@@ -82,17 +84,17 @@ func openPart(out string, restart bool, want string, window uint32, log *slog.Lo
 	}()
 	if restart {
 		for _, f := range []string{p.path, p.statePath} {
-			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := p.fsys.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return nil, err
 			}
 		}
 	}
-	jr, recs, err := journal.Open(p.statePath, 'C')
+	jr, recs, err := journal.OpenFS(p.fsys, p.statePath, 'C')
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		// No journal: nothing was ever acked into a .part here, so any
 		// .part is leftover bytes that nobody depends on.
-		if p.f, err = os.OpenFile(p.path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644); err != nil {
+		if p.f, err = p.fsys.OpenFile(p.path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644); err != nil {
 			return nil, err
 		}
 		p.hash = newHasher(p.f)
@@ -107,8 +109,8 @@ func openPart(out string, restart bool, want string, window uint32, log *slog.Lo
 	if want != "" && p.b.Transfer != want {
 		return nil, fmt.Errorf("%s holds part of transfer %q, not %q; pass --restart to discard it", p.path, p.b.Transfer, want)
 	}
-	if p.f, err = os.OpenFile(p.path, os.O_RDWR, 0o644); err != nil {
-		if _, serr := os.Stat(out); serr == nil && errors.Is(err, os.ErrNotExist) {
+	if p.f, err = p.fsys.OpenFile(p.path, os.O_RDWR, 0o644); err != nil {
+		if _, serr := p.fsys.Stat(out); serr == nil && errors.Is(err, os.ErrNotExist) {
 			return nil, p.alreadyDone()
 		}
 		return nil, fmt.Errorf("state file %s exists but its .part does not (%w); pass --restart to start over", p.statePath, err)
@@ -138,7 +140,7 @@ func (e *doneError) Unwrap() error { return ErrAlreadyDone }
 // reported complete; otherwise nothing is touched and the error says so.
 func (p *partFile) alreadyDone() error {
 	if p.sha != "" && !p.b.raw() {
-		if f, err := os.Open(p.out); err == nil {
+		if f, err := vfs.Open(p.fsys, p.out); err == nil {
 			h := sha256.New()
 			n, err := io.Copy(h, f)
 			f.Close()
@@ -228,7 +230,7 @@ func (p *partFile) bind(b binding) error {
 	if err := p.newAssembler(&b); err != nil {
 		return err
 	}
-	if p.jr, err = journal.Create(p.statePath, 'C', journal.Record{Type: recBinding, Data: js}); err != nil {
+	if p.jr, err = journal.CreateFS(p.fsys, p.statePath, 'C', journal.Record{Type: recBinding, Data: js}); err != nil {
 		p.asm, p.b = nil, nil
 		return fmt.Errorf("create %s: %w", p.statePath, err)
 	}
@@ -425,7 +427,7 @@ func (p *partFile) commit() (sum string, n int64, err error) {
 		return sum, n, err
 	}
 	p.f = nil
-	if err := fsutil.Commit(p.path, p.out); err != nil {
+	if err := vfs.Commit(p.fsys, p.path, p.out); err != nil {
 		return sum, n, err
 	}
 	p.committed = true
@@ -447,7 +449,7 @@ func (p *partFile) close() {
 		p.f = nil
 		if p.b == nil {
 			// Never bound: nothing was placed, nothing to resume.
-			os.Remove(p.path)
+			p.fsys.Remove(p.path)
 		}
 	}
 	if p.jr != nil {

@@ -35,7 +35,7 @@ func TestPartFileResumesWhatWasPersisted(t *testing.T) {
 	const mss = 10
 	data := randData(3, 95) // 10 segments
 	b := binding{Transfer: "t", MSS: mss, Size: int64(len(data)), Total: 10}
-	p, err := openPart(out, false, "", 0, discard())
+	p, err := openPart(nil, out, false, "", 0, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestPartFileResumesWhatWasPersisted(t *testing.T) {
 	placeAll(t, p, data, mss, 3, 4) // placed, never persisted: a crash loses them
 	p.close()
 
-	p, err = openPart(out, false, "", 0, discard())
+	p, err = openPart(nil, out, false, "", 0, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestPartFileCompacts(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.bin")
 	const mss, n = 1, 200_000
 	data := randData(4, n)
-	p, err := openPart(out, false, "", 0, discard())
+	p, err := openPart(nil, out, false, "", 0, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestPartFileCompacts(t *testing.T) {
 		t.Fatalf("journal is %d bytes for a %d-segment set", sz, n)
 	}
 	p.close()
-	p, err = openPart(out, false, "", 0, discard())
+	p, err = openPart(nil, out, false, "", 0, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestPartFileCompacts(t *testing.T) {
 // names the holder; --restart does not get past the lock either.
 func TestPartFileLocked(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.bin")
-	p, err := openPart(out, false, "", 0, discard())
+	p, err := openPart(nil, out, false, "", 0, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestPartFileLocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, restart := range []bool{false, true} {
-		_, err := openPart(out, restart, "", 0, discard())
+		_, err := openPart(nil, out, restart, "", 0, discard())
 		if !errors.Is(err, fsutil.ErrLocked) || !strings.Contains(err.Error(), "another consumer") || !strings.Contains(err.Error(), "pid") {
 			t.Fatalf("restart=%v: err = %v", restart, err)
 		}

@@ -5,8 +5,6 @@ import (
 	"hash"
 	"hash/crc32"
 
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/segmq/segmq/segment"
 )
 
@@ -17,9 +15,9 @@ import (
 // the buffers back. The hashing overlaps the publisher's wait for
 // confirms instead of adding to it.
 //
-// With compression, the stage also packs each payload into one zstd frame
-// and keeps whichever of the two is smaller, so incompressible segments
-// cost nothing on the wire. The CRC-32C is of the payload as sent.
+// With compression, the stage also packs each payload (packer.go) and
+// keeps whichever of the two is smaller, so incompressible segments cost
+// nothing on the wire. The CRC-32C is of the payload as sent.
 //
 // Memory is the ring: readAheadBytes, at least two segments (twice that
 // with compression).
@@ -32,7 +30,7 @@ type block struct {
 	seq    uint32
 	body   []byte // header and payload as sent, in slot
 	slot   *slot  // the ring buffers body lives in; give them back with release
-	packed bool   // the payload is a zstd frame
+	enc    string // the payload's encoding (HdrEncoding), "" as read
 	plain  int    // payload bytes before packing
 	crc    uint32 // CRC-32C of the payload as sent
 	rawCRC uint32 // CRC-32C of the payload as read
@@ -47,47 +45,32 @@ type readAhead struct {
 	free   chan *slot
 	stop   chan struct{}
 	done   chan struct{}
-	zstd   *zstd.Encoder // nil: no compression
+	pack   *packer // nil: no compression
 }
 
 // startReadAhead reads segments [from, total) of split. sha and fold hold
 // the SHA-256 and CRC fold of the payloads before from; the stage owns
 // them from now on. The last segment carries the SHA-256 only if the fold
 // of every payload read equals wantFold (the input's fold when it was
-// checked); otherwise it is an ErrInputChanged error. With compress,
-// payloads are packed with zstd.
-func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string, compress bool) (*readAhead, error) {
+// checked); otherwise it is an ErrInputChanged error. compress is a
+// --compress mode ("", none, zstd, s2, auto).
+func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string, compress string) (*readAhead, error) {
 	depth := min(max(readAheadBytes/(segment.HeaderSize+split.MSS()), 2), 64)
 	ra := &readAhead{blocks: make(chan block, depth), free: make(chan *slot, depth),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	if compress {
-		var err error
-		// The fastest level: the link, not the ratio, is what is short.
-		// No zstd checksum: the CRC-32C and the SHA-256 cover the bytes.
-		ra.zstd, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false), zstd.WithWindowSize(zstdWindow(split.MSS())))
-		if err != nil {
-			return nil, err
-		}
+	var err error
+	if ra.pack, err = newPacker(compress, split.MSS()); err != nil {
+		return nil, err
 	}
 	for range depth {
 		sl := &slot{raw: make([]byte, segment.HeaderSize+split.MSS())}
-		if compress {
-			sl.packed = make([]byte, 0, segment.HeaderSize+split.MSS())
+		if ra.pack != nil {
+			sl.packed = make([]byte, 0, segment.HeaderSize+ra.pack.bound(split.MSS()))
 		}
 		ra.free <- sl
 	}
 	go ra.run(split, from, sha, fold, wantFold)
 	return ra, nil
-}
-
-// zstdWindow is the smallest window zstd allows that covers one payload.
-func zstdWindow(mss int) int {
-	w := zstd.MinWindowSize
-	for w < mss && w < zstd.MaxWindowSize {
-		w *= 2
-	}
-	return w
 }
 
 func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string) {
@@ -117,15 +100,12 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fo
 					b.sum = hashHex(sha)
 				}
 			}
-			if ra.zstd != nil && len(payload) > 0 {
-				packed := ra.zstd.EncodeAll(payload, append(sl.packed[:0], b.body[:segment.HeaderSize]...))
-				if len(packed) < len(b.body) {
-					b.body, b.packed = packed, true
+			if ra.pack != nil && len(payload) > 0 {
+				if packed, enc := ra.pack.pack(sl.packed[:0], b.body); enc != "" {
+					b.body, b.enc = packed, enc
+					b.crc = crc32.Checksum(packed[segment.HeaderSize:], castagnoli)
+					sl.packed = packed[:0] // keep a grown buffer
 				}
-				sl.packed = packed[:0] // keep a grown buffer
-			}
-			if b.packed {
-				b.crc = crc32.Checksum(b.body[segment.HeaderSize:], castagnoli)
 			}
 		}
 		select {
@@ -139,8 +119,14 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fo
 	}
 }
 
-// release gives a block's buffer back to the ring.
-func (ra *readAhead) release(b block) { ra.free <- b.slot }
+// release gives a block's buffer back to the ring once it is published;
+// the packer learns the publisher's rate from it.
+func (ra *readAhead) release(b block) {
+	if ra.pack != nil {
+		ra.pack.published(len(b.body) - segment.HeaderSize)
+	}
+	ra.free <- b.slot
+}
 
 // close stops the stage and waits for it.
 func (ra *readAhead) close() {

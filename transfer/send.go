@@ -20,6 +20,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/segmq/segmq/internal/journal"
+	"github.com/segmq/segmq/internal/vfs"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
 )
@@ -27,7 +28,11 @@ import (
 // Defaults and limits for SendConfig. MaxMSS is segment.MaxMSS: one set
 // of limits for both ends.
 const (
-	DefaultMSS           = 64 << 10
+	// DefaultMSS makes each body (8-byte header and payload) exactly
+	// 64 KiB. amqp091-go reads a body frame in 64 KiB chunks: one byte
+	// more and it grows the buffer and copies the 64 KiB again (about a
+	// tenth of the consumer's CPU at an MSS of 65536, issue 13).
+	DefaultMSS           = 64<<10 - segment.HeaderSize
 	MaxMSS               = segment.MaxMSS
 	DefaultConfirmWindow = 256
 )
@@ -42,8 +47,9 @@ type SendConfig struct {
 	ConfirmWindow int    // publishes awaiting confirmation; 0 means DefaultConfirmWindow
 	Transfer      string // "" means a new random id
 	Raw           bool   // send any file; skip the snapshot check
-	// Compress is "" (or "none") to send payloads as they are, or
-	// EncodingZstd to pack each one into a zstd frame when that is smaller.
+	// Compress is "" (or CompressNone) to send payloads as they are;
+	// EncodingS2 or EncodingZstd to pack each one when that is smaller;
+	// CompressAuto to pack with S2 only while it pays (see CompressAuto).
 	Compress string
 	// State is where progress is recorded for Resume; "" means
 	// IN.segmq-send beside the input. "-" disables it.
@@ -56,6 +62,8 @@ type SendConfig struct {
 	Timeout  time.Duration
 	Log      *slog.Logger
 	Progress func(bytes int64)
+
+	stateFS vfs.FS // the state journal's; nil: the OS (crash tests: a vfs.MemFS)
 }
 
 // Validate says what is wrong with c.
@@ -66,8 +74,8 @@ func (c SendConfig) Validate() error {
 	if c.ConfirmWindow < 0 {
 		return fmt.Errorf("--confirm-window must be >= 1, got %d", c.ConfirmWindow)
 	}
-	if c.Compress != "" && c.Compress != "none" && c.Compress != EncodingZstd {
-		return fmt.Errorf("--compress must be none or zstd, got %q", c.Compress)
+	if err := checkCompress(c.Compress); err != nil {
+		return err
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("--timeout must be >= 0, got %s", c.Timeout)
@@ -186,7 +194,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if cfg.State != "-" {
 		// Record the transfer before the first publish, so that a crash at
 		// any point leaves something to resume.
-		if p.jr, err = journal.Create(cfg.State, 'P', p.stateRecords()...); err != nil {
+		if p.jr, err = journal.CreateFS(vfs.Or(cfg.stateFS), cfg.State, 'P', p.stateRecords()...); err != nil {
 			p.jr = nil
 			log.Warn("cannot record progress; this transfer will not be resumable", "state", cfg.State, "err", err)
 		}
@@ -196,7 +204,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 			p.jr.Close()
 		}
 	}()
-	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, fold, cfg.Compress == EncodingZstd); err != nil {
+	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, fold, cfg.Compress); err != nil {
 		return SendResult{}, err
 	}
 	defer p.ra.close()
@@ -313,7 +321,7 @@ func (p *publisher) publishNext(ctx context.Context) error {
 	// Outstanding from now until confirmed, whatever happens next.
 	p.out[b.seq] = b.rawCRC
 	p.next++
-	err := p.publish(ctx, b.seq, b.body, b.crc, b.packed)
+	err := p.publish(ctx, b.seq, b.body, b.crc, b.enc)
 	p.ra.release(b)
 	if err != nil {
 		// Taken from the read-ahead but not sent: published again, read
@@ -400,15 +408,15 @@ func (p *publisher) inputError(err error) error {
 // transfer id, MSS, file size, the payload's CRC-32C and, when known
 // (sha256 != ""), the file's SHA-256.
 func SegmentHeaders(transfer string, mss int, size int64, payload []byte, sha256 string) amqp.Table {
-	return segmentHeaders(transfer, "", mss, size, crc32.Checksum(payload, castagnoli), sha256, false)
+	return segmentHeaders(transfer, "", mss, size, crc32.Checksum(payload, castagnoli), sha256, "")
 }
 
 // SegmentHeadersRun is SegmentHeaders with a run nonce (HdrRun).
 func SegmentHeadersRun(transfer, run string, mss int, size int64, payload []byte, sha256 string) amqp.Table {
-	return segmentHeaders(transfer, run, mss, size, crc32.Checksum(payload, castagnoli), sha256, false)
+	return segmentHeaders(transfer, run, mss, size, crc32.Checksum(payload, castagnoli), sha256, "")
 }
 
-func segmentHeaders(transfer, run string, mss int, size int64, crc uint32, sha256 string, zstd bool) amqp.Table {
+func segmentHeaders(transfer, run string, mss int, size int64, crc uint32, sha256 string, enc string) amqp.Table {
 	h := amqp.Table{
 		HdrTransfer: transfer,
 		HdrMSS:      int64(mss),
@@ -421,8 +429,8 @@ func segmentHeaders(transfer, run string, mss int, size int64, crc uint32, sha25
 	if sha256 != "" {
 		h[HdrSHA256] = sha256
 	}
-	if zstd {
-		h[HdrEncoding] = EncodingZstd
+	if enc != "" {
+		h[HdrEncoding] = enc
 	}
 	return h
 }
@@ -438,7 +446,7 @@ func (p *publisher) republish(ctx context.Context, seq uint32) error {
 	if want := p.out[seq]; crc != want {
 		return fmt.Errorf("%w: segment %d (offset %d) reads back with CRC-32C %08x, %08x when first sent", ErrInputChanged, seq, int64(seq)*int64(p.cfg.MSS), crc, want)
 	}
-	err = p.publish(ctx, seq, body, crc, false)
+	err = p.publish(ctx, seq, body, crc, "")
 	if err == nil {
 		p.log.Debug("republished", "seq", seq)
 	}
@@ -448,9 +456,9 @@ func (p *publisher) republish(ctx context.Context, seq uint32) error {
 // publish sends one body. The caller may reuse body afterwards:
 // amqp091-go has written the frames when PublishWithDeferredConfirm
 // returns. The caller bounds the window with drain.
-func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc uint32, packed bool) error {
+func (p *publisher) publish(ctx context.Context, seq uint32, body []byte, crc uint32, enc string) error {
 	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", p.cfg.Topology.Name(), true, false, amqp.Publishing{
-		Headers:      segmentHeaders(p.st.Transfer, p.st.Run, p.cfg.MSS, p.size, crc, p.sum, packed),
+		Headers:      segmentHeaders(p.st.Transfer, p.st.Run, p.cfg.MSS, p.size, crc, p.sum, enc),
 		ContentType:  "application/octet-stream",
 		DeliveryMode: amqp.Persistent,
 		MessageId:    p.st.Transfer + "/" + strconv.FormatUint(uint64(seq), 10),

@@ -25,7 +25,7 @@ func (r *receiver) open(ctx context.Context) (_ *partFile, byOther bool, err err
 	before, _ := os.Stat(cfg.Out)
 	told := false
 	for {
-		part, err := openPart(cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
+		part, err := openPart(cfg.fs, cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
 		if !cfg.Standby || !errors.Is(err, fsutil.ErrLocked) {
 			if err == nil && told && part.bound() == nil {
 				// The consumer we stood by for is gone and left no

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -234,6 +235,27 @@ func zstdBodies(t testing.TB, in []msg) []msg {
 	return out
 }
 
+// s2Bodies packs every non-empty payload into one S2 block, as the
+// producer's --compress s2 does, even where that does not make it smaller.
+func s2Bodies(in []msg) []msg {
+	out := make([]msg, len(in))
+	for i, m := range in {
+		out[i] = m
+		if len(m.body) == segment.HeaderSize {
+			continue
+		}
+		body := s2Encode(append([]byte(nil), m.body[:segment.HeaderSize]...), m.body[segment.HeaderSize:])
+		h := amqp.Table{}
+		for k, v := range m.headers {
+			h[k] = v
+		}
+		h[HdrEncoding] = EncodingS2
+		h[HdrCRC] = int64(crc32.Checksum(body[segment.HeaderSize:], castagnoli))
+		out[i] = msg{body: body, headers: h}
+	}
+	return out
+}
+
 func randData(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed))
 	b := make([]byte, n)
@@ -324,7 +346,7 @@ func TestArrivalOrders(t *testing.T) {
 		},
 	}
 	for name, order := range orders {
-		for _, format := range []string{"seed", "segmq", "zstd"} {
+		for _, format := range []string{"seed", "segmq", "zstd", "s2"} {
 			t.Run(name+"/"+format, func(t *testing.T) {
 				e := newEnv(t)
 				bodies := seedBodies(data, mss)
@@ -333,6 +355,8 @@ func TestArrivalOrders(t *testing.T) {
 					bodies = segmqBodies(t, "tx-"+name, data, mss)
 				case "zstd":
 					bodies = zstdBodies(t, segmqBodies(t, "tz-"+name, data, mss))
+				case "s2":
+					bodies = s2Bodies(segmqBodies(t, "ts-"+name, data, mss))
 				}
 				msgs := order(bodies)
 				e.publish(msgs)
@@ -424,6 +448,7 @@ func TestMalformedDeadLettered(t *testing.T) {
 	enc, _ := zstd.NewWriter(nil)
 	bomb := enc.EncodeAll(make([]byte, 8<<20), nil) // a few hundred bytes that decode to 8 MiB
 	enc.Close()
+	s2bomb := s2.Encode(nil, make([]byte, 8<<20)) // a small block that states 8 MiB
 	bad := []struct {
 		name string
 		m    msg
@@ -443,7 +468,9 @@ func TestMalformedDeadLettered(t *testing.T) {
 		{"bad mss type", msg{hdr(1, 11, payload), with(HdrMSS, "big")}, "segmq-mss"},
 		{"bad sha", msg{hdr(1, 11, payload), with(HdrSHA256, "zz")}, "segmq-sha256"},
 		{"headers without transfer", msg{hdr(1, 11, payload), amqp.Table{HdrMSS: int64(100)}}, "without segmq-transfer"},
-		{"unknown encoding", msg{hdr(1, 11, payload), with(HdrEncoding, "lz4")}, "unknown encoding"},
+		{"unknown encoding", msg{hdr(1, 11, payload), with(HdrEncoding, "lz4")}, `unknown encoding \"lz4\"`}, // quoted in the log line
+		{"s2 garbage", msg{hdr(1, 11, payload), with(HdrEncoding, EncodingS2)}, "s2 payload does not decode within 100 bytes"},
+		{"s2 bomb", msg{hdr(1, 11, s2bomb), withAll(HdrEncoding, EncodingS2, HdrCRC, int64(crc32.Checksum(s2bomb, castagnoli)))}, "s2 payload does not decode within 100 bytes: the block states 8388608 bytes"},
 		{"zstd garbage", msg{hdr(1, 11, payload), with(HdrEncoding, EncodingZstd)}, "zstd payload does not decode within"},
 		{"zstd bomb", msg{hdr(1, 11, bomb), withAll(HdrEncoding, EncodingZstd, HdrCRC, int64(crc32.Checksum(bomb, castagnoli)))}, "does not decode within 1048576 bytes"},
 		{"last segment wrong size", msg{hdr(10, 11, data[10*mss:10*mss+49]), with(HdrCRC, int64(crc32.Checksum(data[10*mss:10*mss+49], castagnoli)))}, "declared file size"},
@@ -666,10 +693,11 @@ func TestMillionRecordsShuffled(t *testing.T) {
 	}
 }
 
-// TestCompressRoundTrip: --compress zstd on a low-entropy snapshot, on a
-// generated one and on random bytes. The file arrives exact every time;
-// the wire carries fewer bytes where there is something to squeeze, and
-// never more than the file (incompressible payloads travel as they are).
+// TestCompressRoundTrip: every --compress mode on a low-entropy
+// snapshot, on a generated one and on random bytes. The file arrives
+// exact every time; the wire carries fewer bytes where there is something
+// to squeeze, and never more than the file (incompressible payloads
+// travel as they are; auto stops trying on them).
 func TestCompressRoundTrip(t *testing.T) {
 	gen := func(low bool) []byte {
 		var buf bytes.Buffer
@@ -678,20 +706,28 @@ func TestCompressRoundTrip(t *testing.T) {
 		}
 		return buf.Bytes()
 	}
+	low, generated, random := gen(true), gen(false), randData(4, 3<<20+5)
 	for _, tc := range []struct {
 		name     string
 		data     []byte
 		raw      bool
+		compress string
 		maxRatio float64 // wire bytes / file bytes
 	}{
-		{"low-entropy", gen(true), false, 0.2},
-		{"generated", gen(false), false, 0.9},
-		{"random", randData(4, 3<<20+5), true, 1.0},
+		{"low-entropy/zstd", low, false, EncodingZstd, 0.2},
+		{"generated/zstd", generated, false, EncodingZstd, 0.9},
+		{"random/zstd", random, true, EncodingZstd, 1.0},
+		{"low-entropy/s2", low, false, EncodingS2, 0.3},
+		{"generated/s2", generated, false, EncodingS2, 0.9},
+		{"random/s2", random, true, EncodingS2, 1.0},
+		{"low-entropy/auto", low, false, CompressAuto, 0.3},
+		{"generated/auto", generated, false, CompressAuto, 0.9},
+		{"random/auto", random, true, CompressAuto, 1.0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			in := e.file("in.bin", tc.data)
-			sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 16 << 10, Raw: tc.raw, Compress: EncodingZstd, Log: e.log})
+			sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 16 << 10, Raw: tc.raw, Compress: tc.compress, Log: e.log})
 			if err != nil {
 				t.Fatal(err)
 			}

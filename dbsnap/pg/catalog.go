@@ -54,7 +54,8 @@ func listTables(ctx context.Context, tx pgx.Tx, oids []uint32, schema string) ([
 		q += `c.relkind IN ('r','p') AND n.nspname = $1`
 		args = append(args, schema)
 	default:
-		q += `c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg\_%'`
+		q += `c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg\_%'
+		   AND n.nspname NOT LIKE 'segmq\_restore\_%'`
 	}
 	q += ` ORDER BY n.nspname, c.relname`
 	rows, err := tx.Query(ctx, q, args...)
@@ -288,4 +289,68 @@ SELECT n.nspname, t.typname,
 		out = append(out, e)
 	}
 	return out, pgErr(rows.Err())
+}
+
+// notCarried lists what a dump of tables leaves behind in their schemas:
+// views, materialized views, partitioned and foreign tables, standalone
+// sequences, functions and procedures, types other than the enums the
+// columns use, and on the tables themselves triggers, rules, policies and
+// row-level security; plus the database's extensions. Objects that belong
+// to an extension are the extension's. One line each, e.g. "view
+// public.v"; sorted.
+func notCarried(ctx context.Context, tx pgx.Tx, tables []*tableInfo) ([]string, error) {
+	var schemas []string
+	var oids []uint32
+	for _, ti := range tables {
+		if !slices.Contains(schemas, ti.t.Schema) {
+			schemas = append(schemas, ti.t.Schema)
+		}
+		oids = append(oids, ti.oid)
+	}
+	rows, err := tx.Query(ctx, `
+WITH ext AS (SELECT classid, objid FROM pg_catalog.pg_depend WHERE deptype = 'e')
+SELECT kind || ' ' || name FROM (
+  SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'p' THEN 'partitioned table'
+                        WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence' END AS kind,
+         pg_catalog.format('%I.%I', n.nspname, c.relname) AS name
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = ANY($1) AND c.relkind IN ('v', 'm', 'p', 'f', 'S')
+     AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+              WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')))
+     AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND ext.objid = c.oid)
+  UNION ALL
+  SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' WHEN 'w' THEN 'window function' ELSE 'function' END,
+         pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid))
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+   WHERE n.nspname = ANY($1)
+     AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND ext.objid = p.oid)
+  UNION ALL
+  SELECT CASE t.typtype WHEN 'd' THEN 'domain' WHEN 'e' THEN 'enum type' WHEN 'r' THEN 'range type' WHEN 'c' THEN 'composite type' ELSE 'type' END,
+         pg_catalog.format('%I.%I', n.nspname, t.typname)
+    FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+   WHERE n.nspname = ANY($1) AND t.typtype IN ('b', 'd', 'e', 'r', 'c')
+     AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
+     AND NOT (t.typtype = 'b' AND t.typcategory = 'A')
+     AND NOT (t.typtype = 'e' AND t.oid IN (SELECT a.atttypid FROM pg_catalog.pg_attribute a WHERE a.attrelid = ANY($2)
+              UNION SELECT e.typelem FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type e ON e.oid = a.atttypid WHERE a.attrelid = ANY($2)))
+     AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND ext.objid = t.oid)
+  UNION ALL
+  SELECT 'trigger', pg_catalog.format('%I on %s', t.tgname, t.tgrelid::pg_catalog.regclass)
+    FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal AND t.tgrelid = ANY($2)
+  UNION ALL
+  SELECT 'rule', pg_catalog.format('%I on %s', r.rulename, r.ev_class::pg_catalog.regclass)
+    FROM pg_catalog.pg_rewrite r WHERE r.ev_class = ANY($2) AND r.rulename <> '_RETURN'
+  UNION ALL
+  SELECT 'policy', pg_catalog.format('%I on %s', p.polname, p.polrelid::pg_catalog.regclass)
+    FROM pg_catalog.pg_policy p WHERE p.polrelid = ANY($2)
+  UNION ALL
+  SELECT 'row level security on', c.oid::pg_catalog.regclass::text
+    FROM pg_catalog.pg_class c WHERE c.oid = ANY($2) AND c.relrowsecurity
+  UNION ALL
+  SELECT 'extension', pg_catalog.quote_ident(e.extname) FROM pg_catalog.pg_extension e WHERE e.extname <> 'plpgsql'
+) x ORDER BY 1`, schemas, oids)
+	if err != nil {
+		return nil, fmt.Errorf("pg: list what the dump leaves behind: %w", pgErr(err))
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

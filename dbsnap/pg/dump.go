@@ -63,6 +63,10 @@ type DumpStats struct {
 	Rows    int64
 	Records int64
 	Bytes   int64
+	// NotCarried lists the objects of the dumped schemas that the
+	// snapshot does not hold (views, functions, triggers, …), one
+	// "kind name" each: a restore will not recreate them.
+	NotCarried []string
 }
 
 // chunk is one unit of work: a table, or a ctid block range of one.
@@ -137,6 +141,9 @@ func Dump(ctx context.Context, w io.Writer, o DumpOptions) (DumpStats, error) {
 		if _, err := tx.Exec(ctx, lock+" IN ACCESS SHARE MODE"); err != nil {
 			return st, fmt.Errorf("pg: lock tables: %w", pgErr(err))
 		}
+	}
+	if st.NotCarried, err = notCarried(ctx, tx, tables); err != nil {
+		return st, err
 	}
 	var enumOIDs []uint32
 	for i, ti := range tables {

@@ -25,11 +25,11 @@ type RestoreOptions struct {
 	// Clean drops the snapshot's tables (and enum types) in the target
 	// first; without it, a table that exists is an error that names it.
 	Clean bool
-	// Workers, if > 0, lets the server build each primary key, unique
-	// constraint and index with up to this many parallel workers besides
-	// the leader (SET LOCAL max_parallel_maintenance_workers); 0 keeps
-	// the server's setting. The load itself is one COPY stream: one
-	// transaction is one connection.
+	// Workers is the number of connections that load the rows and
+	// build the keys and indexes (0 means 2). With more than one, the
+	// restore builds in staging schemas and moves the tables into place
+	// in one final transaction (see parallel.go); with 1 it is one
+	// transaction on one connection, with COPY … FREEZE.
 	Workers int
 	// Progress, if set, is called with the rows loaded so far.
 	Progress func(rows int64)
@@ -46,13 +46,15 @@ type RestoreStats struct {
 // ErrExists is a table or type of the snapshot that exists in the target.
 var ErrExists = errors.New("pg: already exists in the target (use --clean to replace it)")
 
-// Restore loads a snapshot into a PostgreSQL database in one transaction:
-// types and tables first, rows with COPY … FROM STDIN (FORMAT binary),
-// then primary keys, unique constraints, indexes, checks and foreign keys,
-// then the sequences. Any failure — a cut or corrupt file, a value the
-// target refuses, a constraint violation, a lost connection — rolls the
-// whole restore back, and the error says what and where (table, row,
-// column).
+// Restore loads a snapshot into a PostgreSQL database: types and tables
+// first, rows with COPY … FROM STDIN (FORMAT binary), then primary keys,
+// unique constraints, indexes, checks and foreign keys, then the
+// sequences. The target changes in one transaction only: with one worker
+// the whole restore is that transaction; with more, the tables are built
+// in staging schemas and one last transaction moves them into place. Any
+// failure — a cut or corrupt file, a value the target refuses, a
+// constraint violation, a lost connection — leaves the target as it was,
+// and the error says what and where (table, row, column).
 func Restore(ctx context.Context, r io.Reader, o RestoreOptions) (RestoreStats, error) {
 	var st RestoreStats
 	log := o.Logger
@@ -74,6 +76,12 @@ func Restore(ctx context.Context, r io.Reader, o RestoreOptions) (RestoreStats, 
 			}
 		}
 	}
+	if o.Workers == 0 {
+		o.Workers = 2
+	}
+	if o.Workers > 1 {
+		return restoreParallel(ctx, sr, o, log)
+	}
 	conn, err := connect(ctx, o.URL)
 	if err != nil {
 		return st, err
@@ -86,11 +94,6 @@ func Restore(ctx context.Context, r io.Reader, o RestoreOptions) (RestoreStats, 
 	defer tx.Rollback(context.Background())
 	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', '', true)"); err != nil {
 		return st, pgErr(err)
-	}
-	if o.Workers > 0 {
-		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL max_parallel_maintenance_workers = %d", o.Workers)); err != nil {
-			return st, fmt.Errorf("--workers: %w", pgErr(err))
-		}
 	}
 	if err := prepareTarget(ctx, tx, sr, o.Clean); err != nil {
 		return st, err

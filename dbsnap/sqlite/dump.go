@@ -35,6 +35,9 @@ type DumpStats struct {
 	Rows    int64
 	Records int64
 	Bytes   int64
+	// NotCarried lists the views and triggers the snapshot does not
+	// hold, one "kind name" each.
+	NotCarried []string
 }
 
 // column is a column to dump and how its values convert.
@@ -82,6 +85,9 @@ func Dump(ctx context.Context, w io.Writer, o DumpOptions) (DumpStats, error) {
 	}
 	names, err := listTables(ctx, tx, o.Tables)
 	if err != nil {
+		return st, err
+	}
+	if st.NotCarried, err = notCarried(ctx, tx); err != nil {
 		return st, err
 	}
 	var tables []*pb.Table
@@ -453,4 +459,23 @@ func sqliteClass(v any) string {
 		return "blob"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// notCarried lists the views and triggers of the database: a snapshot
+// holds tables, their indexes and rows only.
+func notCarried(ctx context.Context, tx *sql.Tx) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT type || ' ' || name FROM sqlite_schema WHERE type IN ('view', 'trigger') ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list views and triggers: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }

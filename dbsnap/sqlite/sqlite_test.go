@@ -325,3 +325,19 @@ func TestSQLiteBadInput(t *testing.T) {
 type io_discard struct{}
 
 func (io_discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestSQLiteDumpSaysWhatItLeavesBehind: views and triggers are listed.
+func TestSQLiteDumpSaysWhatItLeavesBehind(t *testing.T) {
+	path := newFile(t,
+		`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)`,
+		`CREATE VIEW v AS SELECT id FROM t`,
+		`CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET v = 'x' WHERE id = NEW.id; END`)
+	var buf bytes.Buffer
+	st, err := Dump(context.Background(), &buf, DumpOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(st.NotCarried, "|"); got != "trigger tr|view v" {
+		t.Fatalf("NotCarried = %q, want trigger tr|view v", got)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/segmq/segmq/internal/brokertest"
+	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/internal/localbroker"
 	"github.com/segmq/segmq/internal/tcpproxy"
 	"github.com/segmq/segmq/rabbit"
@@ -52,10 +54,22 @@ func runs() int {
 	return max(n, 1)
 }
 
-func baseSeed() uint64 {
-	s, _ := strconv.ParseUint(os.Getenv("SEGMQ_FAULT_SEED"), 10, 64)
+// seed is the base seed of this run's randomised scenarios: 1 unless
+// SEGMQ_FAULT_SEED says otherwise ("random": a new one, printed so that
+// SEGMQ_FAULT_SEED=N reproduces the run). make test keeps 1; make faults
+// draws one.
+var seed = sync.OnceValue(func() uint64 {
+	v := os.Getenv("SEGMQ_FAULT_SEED")
+	if v == "random" {
+		s := rand.Uint64N(1_000_000_000) + 1
+		fmt.Printf("FAULT SEED %d: SEGMQ_FAULT_SEED=%d make faults reproduces this run\n", s, s)
+		return s
+	}
+	s, _ := strconv.ParseUint(v, 10, 64)
 	return max(s, 1)
-}
+})
+
+func baseSeed() uint64 { return seed() }
 
 // forEachRun runs a randomised scenario with recorded seeds and logs one
 // MATRIX line per run.
@@ -210,6 +224,9 @@ func TestConsumerKillRestart(t *testing.T) {
 		prod := f.start(f.url, "producer", "--in", f.in, "--mss", mss)
 		delay := time.Duration(300+r.IntN(1200)) * time.Millisecond
 		time.Sleep(delay)
+		// The kill lands after at least one batch is durable (so that
+		// there is something to resume), at a random point after that.
+		placed := waitPlaced(t, f.out()+".part.state", 30*time.Second)
 		cons.kill()
 		if code := cons.wait(t, 30*time.Second); code == 0 {
 			t.Fatalf("the consumer finished before the kill at %s: the fault did not land", delay)
@@ -217,11 +234,49 @@ func TestConsumerKillRestart(t *testing.T) {
 		mustExit(t, prod, 0, 60*time.Second)
 		again := f.start(f.url, "consumer", "--out", f.out(), "--timeout", "60s")
 		mustExit(t, again, 0, 60*time.Second)
-		if field(again.out.String(), "resumed") == "resumed=0" {
-			t.Logf("killed before the first fsync+ack: nothing to resume, all redelivered")
+		if n := resumedCount(t, again.out.String()); n < placed {
+			t.Fatalf("the restarted consumer resumed %d segments; its journal recorded %d as durable before the kill:\n%s", n, placed, again.out.String())
 		}
 		return "killed-after=" + delay.String() + " consumer-" + field(again.out.String(), "resumed") + " " + f.exact()
 	})
+}
+
+// waitPlaced waits until the consumer's journal records placed
+// segments and returns how many (at least 1).
+func waitPlaced(t *testing.T, state string, limit time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		n := 0
+		if recs, err := journal.Read(state, 'C'); err == nil {
+			for _, r := range recs {
+				if r.Type != 'P' || len(r.Data) < 17 {
+					continue
+				}
+				for rest := r.Data[17:]; len(rest) >= 8; rest = rest[8:] {
+					n += int(uint32(rest[4]) | uint32(rest[5])<<8 | uint32(rest[6])<<16 | uint32(rest[7])<<24)
+				}
+			}
+		}
+		if n > 0 {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no batch recorded in %s after %s", state, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// resumedCount is N of "resumed N" in the consumer's summary line.
+func resumedCount(t *testing.T, out string) int {
+	t.Helper()
+	v := strings.TrimPrefix(field(out, "resumed"), "resumed=")
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("no resumed count in the summary:\n%s", out)
+	}
+	return n
 }
 
 // field extracts "name N" from a summary line.
@@ -405,16 +460,22 @@ func TestDiskFull(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", "-l", small).Run() })
 	out := filepath.Join(small, "restored.bin")
 	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", "8192"), 0, 30*time.Second)
-	cons := f.start(f.url, "consumer", "--out", out, "--timeout", "30s")
+	// Small batches, so that some are durable before the disk is full
+	// (the default batch is 2 MiB at this MSS, more than the disk).
+	cons := f.start(f.url, "consumer", "--out", out, "--timeout", "30s", "--ack-every", "16")
 	mustExit(t, cons, 1, 30*time.Second)
-	if !strings.Contains(cons.out.String(), "no space left on device") || !strings.Contains(cons.out.String(), "run again to resume") {
-		t.Fatalf("output:\n%s", cons.out.String())
+	if s := cons.out.String(); !strings.Contains(s, "write "+out+".part: ") || !strings.Contains(s, "no space left on device") || !strings.Contains(s, "run again to resume") {
+		t.Fatalf("output:\n%s", s)
 	}
+	saved := waitPlaced(t, out+".part.state", time.Second)
 	if o, err := exec.Command("mount", "-o", "remount,size=16m", small).CombinedOutput(); err != nil {
 		t.Fatalf("remount: %v %s", err, o)
 	}
 	again := f.start(f.url, "consumer", "--out", out, "--timeout", "30s")
 	mustExit(t, again, 0, 30*time.Second)
+	if n := resumedCount(t, again.out.String()); n != saved {
+		t.Fatalf("the second run resumed %d segments; the journal saved %d:\n%s", n, saved, again.out.String())
+	}
 	got, _ := os.ReadFile(out)
 	if !bytes.Equal(got, f.data) {
 		t.Fatal("restored file differs after resuming")

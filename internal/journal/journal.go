@@ -27,9 +27,8 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"path/filepath"
 
-	"github.com/segmq/segmq/internal/fsutil"
+	"github.com/segmq/segmq/internal/vfs"
 )
 
 const (
@@ -59,9 +58,10 @@ type Record struct {
 
 // Journal is an open state file, positioned for appends.
 type Journal struct {
+	fsys vfs.FS
 	path string
 	kind byte
-	f    *os.File
+	f    vfs.File
 	size int64
 }
 
@@ -86,6 +86,11 @@ func appendRecord(b []byte, r Record) []byte {
 // file, if any, stays whole until the new one is durable), and opens it
 // for appends.
 func Create(path string, kind byte, recs ...Record) (*Journal, error) {
+	return CreateFS(vfs.OS, path, kind, recs...)
+}
+
+// CreateFS is Create on fsys.
+func CreateFS(fsys vfs.FS, path string, kind byte, recs ...Record) (*Journal, error) {
 	b := fileHeader(kind)
 	for _, r := range recs {
 		if len(r.Data)+1 > MaxRecord {
@@ -93,21 +98,26 @@ func Create(path string, kind byte, recs ...Record) (*Journal, error) {
 		}
 		b = appendRecord(b, r)
 	}
-	if err := fsutil.WriteAtomic(path, func(f *os.File) error { _, err := f.Write(b); return err }); err != nil {
+	if err := vfs.WriteAtomic(fsys, path, func(f vfs.File) error { _, err := f.Write(b); return err }); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &Journal{path: path, kind: kind, f: f, size: int64(len(b))}, nil
+	return &Journal{fsys: fsys, path: path, kind: kind, f: f, size: int64(len(b))}, nil
 }
 
 // Open reads the journal at path and returns its records, cutting off a
 // torn tail, and leaves it open for appends. A missing file gives an
 // error that matches os.ErrNotExist.
 func Open(path string, kind byte) (*Journal, []Record, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	return OpenFS(vfs.OS, path, kind)
+}
+
+// OpenFS is Open on fsys.
+func OpenFS(fsys vfs.FS, path string, kind byte) (*Journal, []Record, error) {
+	f, err := fsys.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -130,13 +140,16 @@ func Open(path string, kind byte) (*Journal, []Record, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	return &Journal{path: path, kind: kind, f: f, size: end}, recs, nil
+	return &Journal{fsys: fsys, path: path, kind: kind, f: f, size: end}, recs, nil
 }
 
 // Read returns the records of the journal at path without opening it for
 // appends (nothing is truncated).
-func Read(path string, kind byte) ([]Record, error) {
-	f, err := os.Open(path)
+func Read(path string, kind byte) ([]Record, error) { return ReadFS(vfs.OS, path, kind) }
+
+// ReadFS is Read on fsys.
+func ReadFS(fsys vfs.FS, path string, kind byte) ([]Record, error) {
+	f, err := vfs.Open(fsys, path)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +161,7 @@ func Read(path string, kind byte) ([]Record, error) {
 	return recs, nil
 }
 
-func read(f *os.File, kind byte) ([]Record, int64, error) {
+func read(f vfs.File, kind byte) ([]Record, int64, error) {
 	raw, err := io.ReadAll(f)
 	if err != nil {
 		return nil, 0, err
@@ -231,7 +244,7 @@ func (j *Journal) Size() int64 { return j.size }
 
 // Rewrite replaces the whole journal with recs, atomically.
 func (j *Journal) Rewrite(recs ...Record) error {
-	nj, err := Create(j.path, j.kind, recs...)
+	nj, err := CreateFS(j.fsys, j.path, j.kind, recs...)
 	if err != nil {
 		return err
 	}
@@ -246,8 +259,5 @@ func (j *Journal) Close() error { return j.f.Close() }
 // Remove deletes the journal and closes it.
 func (j *Journal) Remove() error {
 	j.f.Close()
-	if err := os.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return fsutil.SyncDir(filepath.Dir(j.path))
+	return vfs.RemoveDurably(j.fsys, j.path)
 }

@@ -5,15 +5,20 @@
 //     confirm window and one consumer with prefetch and batched acks, on a
 //     fresh durable queue, both at once, persistent bodies of MSS+8 bytes,
 //     as many as the snapshot has segments.
+//   - "raw + write" is the same consumer also writing each body at its
+//     offset and fsyncing before each ack, at every cadence of
+//     -raw-cadences; the best median is the ceiling segmq is held to.
 //   - segmq is the real producer and consumer binaries on a generated
 //     snapshot of that byte size, consumer started first, timed from the
 //     start of both until the consumer has verified and renamed the file.
-//   - The two alternate, run after run, so that machine noise hits both.
+//   - They alternate, run after run, so that machine noise hits them all.
 //
-// It also records peak RSS (getrusage of each child) at several snapshot
-// sizes, `snapshot gen` rows/s with 1 and 2 workers, an MSS sweep and the
-// effect of --compress zstd. Results go to stdout, to -results (markdown)
-// and, with -readme, between the bench markers of the README.
+// It also records peak RSS (VmHWM of each child) at several snapshot
+// sizes, `snapshot gen` rows/s with 1 and 2 workers, an MSS sweep and each
+// --compress mode against the raw broker. Results go to stdout, to
+// -results (markdown) and, with -readme, between the bench markers of the
+// README. Each part of the report is a section (sections.go); a file may
+// add its own with register from an init func.
 //
 // The broker is $AMQP_URL, else a throwaway local rabbitmq-server.
 package main
@@ -34,6 +39,7 @@ import (
 	"time"
 
 	"github.com/segmq/segmq/internal/localbroker"
+	"github.com/segmq/segmq/transfer"
 )
 
 type options struct {
@@ -51,6 +57,9 @@ type options struct {
 	producerArgs, consumerArgs []string
 	rawWindow, rawPrefetch     int
 	rawAckEvery                int
+	rawCadences                []int // raw + write: fsync and ack every N, each measured
+	codecs                     []string
+	compressRuns               int
 	verifyBefore               string // an older snapshot binary, or git:COMMIT, to time verify against
 }
 
@@ -97,22 +106,25 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.readme, "readme", "", "README to update between the bench markers (empty: leave it)")
 	fs.IntVar(&o.runs, "runs", 3, "alternating raw/segmq pairs on a classic queue")
 	fs.IntVar(&o.quorumRuns, "quorum-runs", 2, "alternating pairs on a quorum queue (0: skip)")
-	fs.IntVar(&o.mss, "mss", 65536, "MSS for everything but the sweep")
+	fs.IntVar(&o.mss, "mss", transfer.DefaultMSS, "MSS for everything but the sweep (the default is the producer's; the raw baselines send bodies of MSS+8 bytes, as segmq does)")
 	ratio := fs.String("ratio-size", "1GiB", "snapshot size for the raw/segmq ratio")
 	rss := fs.String("rss-sizes", "256MiB,1GiB,4GiB", "snapshot sizes for peak RSS")
 	sweepSize := fs.String("sweep-size", "256MiB", "snapshot size for the MSS sweep")
 	compressSize := fs.String("compress-size", "256MiB", "snapshot size for the compression section")
 	sweep := fs.String("sweep", "4KiB,16KiB,64KiB,128KiB,256KiB,1MiB", "MSS values to sweep (empty: skip)")
-	fs.BoolVar(&o.compress, "compress", true, "measure --compress zstd on generated and low-entropy snapshots")
+	fs.BoolVar(&o.compress, "compress", true, "measure the --compress modes on generated and low-entropy snapshots")
+	codecs := fs.String("codecs", "none,s2,zstd,auto", "--compress modes the compression section measures")
+	fs.IntVar(&o.compressRuns, "compress-runs", 3, "alternating runs per mode on loopback in the compression section (the shaped link: 1)")
 	fs.IntVar(&o.linkRate, "link-rate", 50e6, "bytes/s per direction of the shaped link in the compression section")
 	fs.StringVar(&o.verifyBefore, "verify-before", "git:"+verifyBeforeCommit, "an older snapshot binary, or git:COMMIT to build one, whose verify the verify section also times (empty: skip)")
-	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress (default all); raw alone runs only the two baselines once, to watch the broker")
+	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress (default all); raw alone runs only the baselines once, to watch the broker")
 	fs.BoolVar(&o.profile, "profile", false, "one extra segmq run at -ratio-size with CPU and allocation profiles in -dir")
 	pa := fs.String("producer-args", "", "extra producer flags (space-separated), for tuning")
 	ca := fs.String("consumer-args", "", "extra consumer flags (space-separated), for tuning")
 	fs.IntVar(&o.rawWindow, "raw-window", 256, "baseline publisher confirm window")
 	fs.IntVar(&o.rawPrefetch, "raw-prefetch", 256, "baseline consumer prefetch")
-	fs.IntVar(&o.rawAckEvery, "raw-ack-every", 64, "baseline consumer acks every N deliveries (multiple)")
+	fs.IntVar(&o.rawAckEvery, "raw-ack-every", 64, "raw baseline (no write): the consumer acks every N deliveries (multiple)")
+	cadences := fs.String("raw-cadences", "16,64,256", "raw + write baselines: fsync then ack every N deliveries, one baseline per N; the best is the ceiling")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -139,6 +151,23 @@ func parse(args []string) (options, error) {
 		o.sweep = append(o.sweep, int(n))
 	}
 	o.producerArgs, o.consumerArgs = strings.Fields(*pa), strings.Fields(*ca)
+	o.codecs = strings.FieldsFunc(*codecs, func(r rune) bool { return r == ',' || r == ' ' })
+	for f := range strings.SplitSeq(*cadences, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, perr := strconv.Atoi(f)
+		if perr != nil || n < 1 {
+			if err == nil {
+				err = fmt.Errorf("-raw-cadences: bad cadence %q", f)
+			}
+			continue
+		}
+		o.rawCadences = append(o.rawCadences, n)
+	}
+	if err == nil && len(o.rawCadences) == 0 {
+		err = errors.New("-raw-cadences needs at least one cadence")
+	}
 	if err == nil && (o.ratioSize <= 0 || o.sweepSize <= 0 || o.compressSize <= 0) {
 		err = errors.New("-ratio-size, -sweep-size and -compress-size must be positive")
 	}

@@ -8,223 +8,346 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/segmq/segmq/internal/tcpproxy"
 )
 
+// A section is one part of the report. all runs the registered sections
+// in order, those -only wants, each on the shared env. Sections in other
+// files (a cluster's rows, say) register themselves from an init func.
+type section struct {
+	name  string
+	order int // position in the report; the built-in sections use 10, 20, ...
+	run   func(ctx context.Context, b *bench, e *env) error
+}
+
+var registry []section
+
+// register adds a section to every run of the bench.
+func register(s section) {
+	registry = append(registry, s)
+	slices.SortStableFunc(registry, func(a, b section) int { return a.order - b.order })
+}
+
+// env is what sections share: the bytes-per-row calibration and the
+// ratio snapshot (-ratio-size, generated once).
+type env struct {
+	bpr        float64
+	main       snapshot
+	rssAtRatio [2]int64 // highest producer and consumer peaks over the classic ratio runs (KiB)
+}
+
+func (e *env) segs(size int64, mss int) int { return int((size + int64(mss) - 1) / int64(mss)) }
+
+func init() {
+	register(section{"gen", 10, genSection})
+	register(section{"verify", 20, func(ctx context.Context, b *bench, e *env) error { return b.verifySection(ctx, e.main) }})
+	register(section{"ratio", 30, ratioSection})
+	register(section{"profile", 35, profileSection})
+	register(section{"rss", 40, rssSection})
+	register(section{"sweep", 50, sweepSection})
+	register(section{"compress", 60, compressSection})
+}
+
 // all runs every wanted section and writes the report.
 func (b *bench) all(ctx context.Context) error {
 	b.started = time.Now()
 	o := b.o
 	b.logf("broker %s; work in %s", b.brokerVersion(), o.dir)
-	if o.sections == "raw" { // the baseline alone, e.g. to watch the broker's CPU
+	if o.sections == "raw" { // the baselines alone, e.g. to watch the broker's CPU
 		n := int((o.ratioSize + int64(o.mss) - 1) / int64(o.mss))
-		for _, out := range []string{"", b.path("raw.out")} {
-			d, err := b.raw(ctx, "classic", o.mss+8, n, out)
+		d, err := b.raw(ctx, "classic", o.mss+8, n, "", o.rawAckEvery)
+		if err != nil {
+			return err
+		}
+		b.logf("raw: %d bodies of %d bytes in %s, %.1f MB/s", n, o.mss+8, d.Round(time.Millisecond), mbps(o.ratioSize, d))
+		for _, c := range o.rawCadences {
+			d, err := b.raw(ctx, "classic", o.mss+8, n, b.path("raw.out"), c)
 			if err != nil {
 				return err
 			}
-			b.logf("raw (write %q): %d bodies of %d bytes in %s, %.1f MB/s", out, n, o.mss+8, d.Round(time.Millisecond), mbps(o.ratioSize, d))
+			b.logf("raw + write, fsync and ack every %d: %s, %.1f MB/s", c, d.Round(time.Millisecond), mbps(o.ratioSize, d))
 		}
 		return nil
 	}
-	bpr, err := b.bytesPerRow(ctx, "")
+	e := &env{}
+	var err error
+	if e.bpr, err = b.bytesPerRow(ctx, ""); err != nil {
+		return err
+	}
+	if !o.want("gen") {
+		if e.main, err = b.sized(ctx, "main.snap", o.ratioSize, e.bpr, ""); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if e.main.path != "" {
+			os.Remove(e.main.path)
+		}
+	}()
+	for _, s := range registry {
+		want := o.want(s.name)
+		if s.name == "profile" {
+			want = o.profile
+		}
+		if !want {
+			continue
+		}
+		if err := s.run(ctx, b, e); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	return b.write()
+}
+
+// genSection writes the ratio snapshot with 1 worker and then with 2.
+func genSection(ctx context.Context, b *bench, e *env) error {
+	rows := int64(float64(b.o.ratioSize) / e.bpr)
+	t := table{cols: []string{"workers", "rows", "bytes", "rows/s", "MB/s"}}
+	for _, w := range []int{1, 2} {
+		b.logf("snapshot gen %d rows, %d worker(s)", rows, w)
+		s, d, err := b.gen(ctx, "main.snap", rows, w, "")
+		if err != nil {
+			return err
+		}
+		if e.main.path != "" && s.bytes != e.main.bytes {
+			return fmt.Errorf("gen with %d workers wrote %d bytes, with 1 worker %d", w, s.bytes, e.main.bytes)
+		}
+		e.main = s
+		t.add(fmt.Sprint(w), fmt.Sprint(s.rows), fmt.Sprint(s.bytes), fmt.Sprintf("%.0f", float64(s.rows)/d.Seconds()), fmt.Sprintf("%.1f", mbps(s.bytes, d)))
+	}
+	b.section("snapshot gen", "`snapshot gen --records N --workers W` to disk; the bytes are identical for any W.", t)
+	return nil
+}
+
+// ratioSection alternates, run after run: raw, raw + write at every
+// cadence, segmq. The ceiling is the best cadence's median.
+func ratioSection(ctx context.Context, b *bench, e *env) error {
+	o, main := b.o, e.main
+	cad := table{cols: []string{"queue", "fsync + ack every", "prefetch", "runs (MB/s)", "median MB/s", "best"}}
+	t := table{cols: []string{"queue", "raw MB/s", "ceiling: best raw + write MB/s", "segmq MB/s", "segmq / raw", "segmq / ceiling", "segmq runs (MB/s)"}}
+	for _, qt := range []struct {
+		name string
+		runs int
+	}{{"classic", o.runs}, {"quorum", o.quorumRuns}} {
+		if qt.runs == 0 {
+			continue
+		}
+		var raws, sgs []float64
+		writes := make([][]float64, len(o.rawCadences))
+		n := e.segs(main.bytes, o.mss)
+		for i := range qt.runs {
+			d, err := b.raw(ctx, qt.name, o.mss+8, n, "", o.rawAckEvery)
+			if err != nil {
+				return fmt.Errorf("raw %s: %w", qt.name, err)
+			}
+			raws = append(raws, mbps(main.bytes, d))
+			line := fmt.Sprintf("%s run %d: raw %.1f", qt.name, i+1, raws[i])
+			for j, c := range o.rawCadences {
+				dw, err := b.raw(ctx, qt.name, o.mss+8, n, b.path("raw.out"), c)
+				if err != nil {
+					return fmt.Errorf("raw + write every %d, %s: %w", c, qt.name, err)
+				}
+				writes[j] = append(writes[j], mbps(main.bytes, dw))
+				line += fmt.Sprintf(", raw + write/%d %.1f", c, writes[j][i])
+			}
+			r, err := b.e2e(ctx, main, qt.name, o.mss, nil, nil)
+			if err != nil {
+				return fmt.Errorf("segmq %s: %w", qt.name, err)
+			}
+			sgs = append(sgs, mbps(main.bytes, r.elapsed))
+			b.logf("%s, segmq %.1f MB/s (producer %d KiB, consumer %d KiB peak RSS)", line, sgs[i], r.producerRSS, r.consumerRSS)
+			if qt.name == "classic" {
+				e.rssAtRatio[0], e.rssAtRatio[1] = max(e.rssAtRatio[0], r.producerRSS), max(e.rssAtRatio[1], r.consumerRSS)
+			}
+		}
+		best := 0
+		for j := range o.rawCadences {
+			if median(writes[j]) > median(writes[best]) {
+				best = j
+			}
+		}
+		for j, c := range o.rawCadences {
+			mark := ""
+			if j == best {
+				mark = "**ceiling**"
+			}
+			cad.add(qt.name, fmt.Sprint(c), fmt.Sprint(o.rawPrefetch), runList(writes[j]), fmt.Sprintf("%.1f", median(writes[j])), mark)
+		}
+		ceil := median(writes[best])
+		t.add(qt.name, fmt.Sprintf("%.1f", median(raws)), fmt.Sprintf("%.1f (every %d)", ceil, o.rawCadences[best]), fmt.Sprintf("%.1f", median(sgs)),
+			fmt.Sprintf("%.2f", median(sgs)/median(raws)), fmt.Sprintf("**%.2f**", median(sgs)/ceil), runList(sgs))
+	}
+	b.section("raw + write: the ceiling, per ack/fsync cadence",
+		fmt.Sprintf("The consumer of the raw baseline also writes each body to a file at its offset and, every N deliveries, fsyncs and then acks (multiple): what any restore must do. Here the broker's message store and the file share one disk. The cadence decides how long the broker waits for acks, so each is measured (prefetch %d) and the best median is the ceiling segmq is held to. %s snapshot, medians of %d alternating runs (quorum: %d).",
+			o.rawPrefetch, human(o.ratioSize), o.runs, o.quorumRuns), cad)
+	b.section("End to end against the broker's own limit",
+		fmt.Sprintf("%s snapshot (%d bytes), MSS %d, medians of %d alternating runs (quorum: %d). **raw**: one amqp091-go publisher (confirm window %d) and one consumer (prefetch %d, multiple ack every %d), %d persistent bodies of %d bytes on a fresh durable queue, both at once. **ceiling**: the best raw + write cadence above. **segmq**: the producer and consumer binaries with their defaults, from the start of both until the consumer has verified the SHA-256 and renamed the file.",
+			human(o.ratioSize), main.bytes, o.mss, o.runs, o.quorumRuns, o.rawWindow, o.rawPrefetch, o.rawAckEvery, e.segs(main.bytes, o.mss), o.mss+8), t)
+	return nil
+}
+
+func runList(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.0f", x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// profileSection records one segmq run's CPU and allocation profiles.
+func profileSection(ctx context.Context, b *bench, e *env) error {
+	b.logf("profiling one segmq run into %s/{producer,consumer}.{cpu,allocs}.pprof", b.o.dir)
+	_, err := b.e2e(ctx, e.main, "classic", b.o.mss,
+		[]string{"--cpuprofile", b.path("producer.cpu.pprof"), "--memprofile", b.path("producer.allocs.pprof")},
+		[]string{"--cpuprofile", b.path("consumer.cpu.pprof"), "--memprofile", b.path("consumer.allocs.pprof")})
+	return err
+}
+
+// rssSection: peak RSS at each size, classic queue.
+func rssSection(ctx context.Context, b *bench, e *env) error {
+	o := b.o
+	if len(o.rssSizes) == 0 {
+		return nil
+	}
+	t := table{cols: []string{"snapshot", "bytes", "segmq MB/s", "producer peak RSS", "consumer peak RSS"}}
+	for _, size := range o.rssSizes {
+		s, err := b.sized(ctx, "rss.snap", size, e.bpr, "")
+		if err != nil {
+			return err
+		}
+		r, err := b.e2e(ctx, s, "classic", o.mss, nil, nil)
+		os.Remove(s.path)
+		if err != nil {
+			return err
+		}
+		b.logf("rss %s: %.1f MB/s, producer %d KiB, consumer %d KiB", human(size), mbps(s.bytes, r.elapsed), r.producerRSS, r.consumerRSS)
+		t.add(human(size), fmt.Sprint(s.bytes), fmt.Sprintf("%.1f", mbps(s.bytes, r.elapsed)), mib(r.producerRSS), mib(r.consumerRSS))
+	}
+	note := fmt.Sprintf("Producer and consumer running together, classic queue, MSS %d; peak RSS is VmHWM of each process, sampled every 10 ms.", o.mss)
+	if e.rssAtRatio[0] > 0 {
+		note += fmt.Sprintf(" Over the %d classic ratio runs above, the highest peaks were %s (producer) and %s (consumer).", o.runs, mib(e.rssAtRatio[0]), mib(e.rssAtRatio[1]))
+	}
+	b.section("Memory does not grow with the snapshot", note, t)
+	return nil
+}
+
+// sweepSection: MSS against throughput.
+func sweepSection(ctx context.Context, b *bench, e *env) error {
+	o := b.o
+	if len(o.sweep) == 0 {
+		return nil
+	}
+	s, err := b.sized(ctx, "sweep.snap", o.sweepSize, e.bpr, "")
 	if err != nil {
 		return err
 	}
-	ratioRows := int64(float64(o.ratioSize) / bpr)
-
-	// gen: the ratio snapshot, written with 1 worker and then with 2.
-	var main snapshot
-	if o.want("gen") {
-		t := table{cols: []string{"workers", "rows", "bytes", "rows/s", "MB/s"}}
-		for _, w := range []int{1, 2} {
-			b.logf("snapshot gen %d rows, %d worker(s)", ratioRows, w)
-			s, d, err := b.gen(ctx, "main.snap", ratioRows, w, "")
-			if err != nil {
-				return err
-			}
-			if main.path != "" && s.bytes != main.bytes {
-				return fmt.Errorf("gen with %d workers wrote %d bytes, with 1 worker %d", w, s.bytes, main.bytes)
-			}
-			main = s
-			t.add(fmt.Sprint(w), fmt.Sprint(s.rows), fmt.Sprint(s.bytes), fmt.Sprintf("%.0f", float64(s.rows)/d.Seconds()), fmt.Sprintf("%.1f", mbps(s.bytes, d)))
-		}
-		b.section("snapshot gen", "`snapshot gen --records N --workers W` to disk; the bytes are identical for any W.", t)
-	} else {
-		if main, err = b.sized(ctx, "main.snap", o.ratioSize, bpr, ""); err != nil {
-			return err
-		}
-	}
-	defer os.Remove(main.path)
-	segs := func(size int64, mss int) int { return int((size + int64(mss) - 1) / int64(mss)) }
-
-	// verify: snapshot verify of the ratio snapshot, on one core and on
-	// all, and with -verify-before's binary when given.
-	if o.want("verify") {
-		if err := b.verifySection(ctx, main); err != nil {
-			return err
-		}
-	}
-
-	// ratio: alternate raw and segmq.
-	var rssAtRatio [2]int64
-	if o.want("ratio") {
-		t := table{cols: []string{"queue", "raw MB/s", "raw + write MB/s", "segmq MB/s", "segmq / raw", "segmq / (raw + write)", "runs (raw / raw + write / segmq)"}}
-		for _, qt := range []struct {
-			name string
-			runs int
-		}{{"classic", o.runs}, {"quorum", o.quorumRuns}} {
-			if qt.runs == 0 {
-				continue
-			}
-			var raws, writes, segs2 []float64
-			var runs []string
-			n := segs(main.bytes, o.mss)
-			for i := range qt.runs {
-				d, err := b.raw(ctx, qt.name, o.mss+8, n, "")
-				if err != nil {
-					return fmt.Errorf("raw %s: %w", qt.name, err)
-				}
-				dw, err := b.raw(ctx, qt.name, o.mss+8, n, b.path("raw.out"))
-				if err != nil {
-					return fmt.Errorf("raw + write %s: %w", qt.name, err)
-				}
-				r, err := b.e2e(ctx, main, qt.name, o.mss, nil, nil)
-				if err != nil {
-					return fmt.Errorf("segmq %s: %w", qt.name, err)
-				}
-				rw, ww, sg := mbps(main.bytes, d), mbps(main.bytes, dw), mbps(main.bytes, r.elapsed)
-				b.logf("%s run %d: raw %.1f, raw + write %.1f, segmq %.1f MB/s (producer %d KiB, consumer %d KiB peak RSS)", qt.name, i+1, rw, ww, sg, r.producerRSS, r.consumerRSS)
-				raws, writes, segs2 = append(raws, rw), append(writes, ww), append(segs2, sg)
-				runs = append(runs, fmt.Sprintf("%.0f / %.0f / %.0f", rw, ww, sg))
-				if qt.name == "classic" {
-					rssAtRatio[0], rssAtRatio[1] = max(rssAtRatio[0], r.producerRSS), max(rssAtRatio[1], r.consumerRSS)
-				}
-			}
-			t.add(qt.name, fmt.Sprintf("%.1f", median(raws)), fmt.Sprintf("%.1f", median(writes)), fmt.Sprintf("%.1f", median(segs2)),
-				fmt.Sprintf("**%.2f**", median(segs2)/median(raws)), fmt.Sprintf("%.2f", median(segs2)/median(writes)), strings.Join(runs, "; "))
-		}
-		b.section("End to end against the broker's own limit",
-			fmt.Sprintf("%s snapshot (%d bytes), MSS %d, medians of %d alternating runs (quorum: %d). **raw**: one amqp091-go publisher (confirm window %d) and one consumer (prefetch %d, multiple ack every %d), %d persistent bodies of %d bytes on a fresh durable queue, both at once. **raw + write**: the same, but the consumer also writes each body to a file at its offset and, every 256 deliveries, fsyncs and then acks (what any restore must do; here the broker's message store and the file share one disk). **segmq**: the producer and consumer binaries with their defaults, from the start of both until the consumer has verified the SHA-256 and renamed the file.",
-				human(o.ratioSize), main.bytes, o.mss, o.runs, o.quorumRuns, o.rawWindow, o.rawPrefetch, o.rawAckEvery, segs(main.bytes, o.mss), o.mss+8), t)
-	}
-
-	if o.profile {
-		dir := o.dir
-		b.logf("profiling one segmq run into %s/{producer,consumer}.{cpu,allocs}.pprof", dir)
-		if _, err := b.e2e(ctx, main, "classic", o.mss,
-			[]string{"--cpuprofile", b.path("producer.cpu.pprof"), "--memprofile", b.path("producer.allocs.pprof")},
-			[]string{"--cpuprofile", b.path("consumer.cpu.pprof"), "--memprofile", b.path("consumer.allocs.pprof")}); err != nil {
-			return err
-		}
-	}
-
-	// rss: peak RSS at each size, classic queue.
-	if o.want("rss") && len(o.rssSizes) > 0 {
-		t := table{cols: []string{"snapshot", "bytes", "segmq MB/s", "producer peak RSS", "consumer peak RSS"}}
-		for _, size := range o.rssSizes {
-			s, err := b.sized(ctx, "rss.snap", size, bpr, "")
-			if err != nil {
-				return err
-			}
-			r, err := b.e2e(ctx, s, "classic", o.mss, nil, nil)
-			os.Remove(s.path)
-			if err != nil {
-				return err
-			}
-			b.logf("rss %s: %.1f MB/s, producer %d KiB, consumer %d KiB", human(size), mbps(s.bytes, r.elapsed), r.producerRSS, r.consumerRSS)
-			t.add(human(size), fmt.Sprint(s.bytes), fmt.Sprintf("%.1f", mbps(s.bytes, r.elapsed)), mib(r.producerRSS), mib(r.consumerRSS))
-		}
-		note := "Producer and consumer running together, classic queue, MSS 65536; peak RSS is VmHWM of each process, sampled every 10 ms."
-		if rssAtRatio[0] > 0 {
-			note += fmt.Sprintf(" Over the %d classic ratio runs above, the highest peaks were %s (producer) and %s (consumer).", o.runs, mib(rssAtRatio[0]), mib(rssAtRatio[1]))
-		}
-		b.section("Memory does not grow with the snapshot", note, t)
-	}
-
-	// sweep: MSS against throughput.
-	if o.want("sweep") && len(o.sweep) > 0 {
-		s, err := b.sized(ctx, "sweep.snap", o.sweepSize, bpr, "")
+	defer os.Remove(s.path)
+	t := table{cols: []string{"MSS", "segments", "raw MB/s", "segmq MB/s", "segmq / raw"}}
+	for _, mss := range o.sweep {
+		d, err := b.raw(ctx, "classic", mss+8, e.segs(s.bytes, mss), "", o.rawAckEvery)
 		if err != nil {
 			return err
 		}
-		t := table{cols: []string{"MSS", "segments", "raw MB/s", "segmq MB/s", "segmq / raw"}}
-		for _, mss := range o.sweep {
-			d, err := b.raw(ctx, "classic", mss+8, segs(s.bytes, mss), "")
-			if err != nil {
-				os.Remove(s.path)
-				return err
-			}
-			r, err := b.e2e(ctx, s, "classic", mss, nil, nil)
-			if err != nil {
-				os.Remove(s.path)
-				return err
-			}
-			rw, sg := mbps(s.bytes, d), mbps(s.bytes, r.elapsed)
-			b.logf("mss %s: raw %.1f MB/s, segmq %.1f MB/s", human(int64(mss)), rw, sg)
-			t.add(human(int64(mss)), fmt.Sprint(segs(s.bytes, mss)), fmt.Sprintf("%.1f", rw), fmt.Sprintf("%.1f", sg), fmt.Sprintf("%.2f", sg/rw))
+		r, err := b.e2e(ctx, s, "classic", mss, nil, nil)
+		if err != nil {
+			return err
 		}
-		os.Remove(s.path)
-		b.section("MSS sweep", fmt.Sprintf("%s snapshot, classic queue, one run each. The broker's frame_max is 128 KiB: larger bodies travel as several frames. Its max_message_size (16 MiB on 4.x, 128 MiB on 3.x) bounds --mss.", human(o.sweepSize)), t)
+		rw, sg := mbps(s.bytes, d), mbps(s.bytes, r.elapsed)
+		b.logf("mss %s: raw %.1f MB/s, segmq %.1f MB/s", human(int64(mss)), rw, sg)
+		t.add(human(int64(mss)), fmt.Sprint(e.segs(s.bytes, mss)), fmt.Sprintf("%.1f", rw), fmt.Sprintf("%.1f", sg), fmt.Sprintf("%.2f", sg/rw))
 	}
+	b.section("MSS sweep", fmt.Sprintf("%s snapshot, classic queue, one run each. The broker's frame_max is 128 KiB: larger bodies travel as several frames. Its max_message_size (16 MiB on 4.x, 128 MiB on 3.x) bounds --mss.", human(o.sweepSize)), t)
+	return nil
+}
 
-	// compress: effective (uncompressed) MB/s with and without zstd, on
-	// loopback and through a link shaped by a proxy.
-	if o.want("compress") && o.compress {
-		t := table{cols: []string{"link", "snapshot", "--compress", "bytes on the wire", "wire / file", "effective MB/s", "raw broker MB/s on this link"}}
-		gen, err := b.sized(ctx, "compress.snap", o.compressSize, bpr, "")
-		if err != nil {
-			return err
+// compressSection: effective (snapshot) MB/s of each --compress mode
+// against the raw broker in the same run, on loopback (medians of
+// -compress-runs alternating runs) and through a link shaped by a proxy
+// (one run).
+func compressSection(ctx context.Context, b *bench, e *env) error {
+	o := b.o
+	if !o.compress || len(o.codecs) == 0 {
+		return nil
+	}
+	t := table{cols: []string{"link", "snapshot", "--compress", "wire / file", "effective MB/s", "raw broker MB/s", "effective / raw", "runs (effective / raw MB/s)"}}
+	gen, err := b.sized(ctx, "compress.snap", o.compressSize, e.bpr, "")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(gen.path)
+	lowBPR, err := b.bytesPerRow(ctx, "low-entropy")
+	if err != nil {
+		return err
+	}
+	low, err := b.sized(ctx, "low.snap", o.compressSize, lowBPR, "low-entropy")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(low.path)
+	inputs := []struct {
+		name string
+		s    snapshot
+	}{{"generated", gen}, {"low-entropy", low}}
+	n := e.segs(gen.bytes, o.mss)
+	for _, link := range []int{0, o.linkRate} {
+		name, runs := "loopback", max(o.compressRuns, 1)
+		if link > 0 {
+			name, runs = fmt.Sprintf("shaped, nominal %d MB/s", link/1e6), 1
 		}
-		defer os.Remove(gen.path)
-		lowBPR, err := b.bytesPerRow(ctx, "low-entropy")
-		if err != nil {
-			return err
+		// rates[input][codec] and raws, one per run, alternating.
+		eff := make([][][]float64, len(inputs))
+		wire := make([][]int64, len(inputs))
+		for i := range inputs {
+			eff[i], wire[i] = make([][]float64, len(o.codecs)), make([]int64, len(o.codecs))
 		}
-		low, err := b.sized(ctx, "low.snap", o.compressSize, lowBPR, "low-entropy")
-		if err != nil {
-			return err
-		}
-		defer os.Remove(low.path)
-		n := segs(gen.bytes, o.mss)
-		for _, link := range []int{0, o.linkRate} {
-			name := "loopback"
-			if link > 0 {
-				name = fmt.Sprintf("shaped, nominal %d MB/s", link/1e6)
-			}
-			err := b.viaLink(link, func() error {
-				d, err := b.raw(ctx, "classic", o.mss+8, n, "")
+		var raws []float64
+		err := b.viaLink(link, func() error {
+			for run := range runs {
+				d, err := b.raw(ctx, "classic", o.mss+8, n, "", o.rawAckEvery)
 				if err != nil {
 					return err
 				}
-				rawRate := mbps(gen.bytes, d)
-				for _, in := range []struct {
-					name string
-					s    snapshot
-				}{{"generated", gen}, {"low-entropy", low}} {
-					for _, c := range []string{"none", "zstd"} {
-						r, err := b.e2e(ctx, in.s, "classic", o.mss, []string{"--compress", c}, nil)
+				raws = append(raws, mbps(gen.bytes, d))
+				for i, in := range inputs {
+					for c, codec := range o.codecs {
+						r, err := b.e2e(ctx, in.s, "classic", o.mss, []string{"--compress", codec}, nil)
 						if err != nil {
 							return err
 						}
-						eff := mbps(in.s.bytes, r.elapsed)
-						b.logf("compress %s %s %s: %.1f MB/s effective, %d wire bytes; raw %.1f MB/s", name, in.name, c, eff, r.wireBytes, rawRate)
-						t.add(name, fmt.Sprintf("%s, %s", in.name, human(o.compressSize)), c, fmt.Sprint(r.wireBytes),
-							fmt.Sprintf("%.2f", float64(r.wireBytes)/float64(in.s.bytes)), fmt.Sprintf("%.1f", eff), fmt.Sprintf("%.1f", rawRate))
+						eff[i][c] = append(eff[i][c], mbps(in.s.bytes, r.elapsed))
+						wire[i][c] = r.wireBytes
+						b.logf("compress %s run %d %s %s: %.1f MB/s effective, %d wire bytes; raw %.1f MB/s", name, run+1, in.name, codec, eff[i][c][run], r.wireBytes, raws[run])
 					}
 				}
-				return nil
-			})
-			if err != nil {
-				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		raw := median(raws)
+		for i, in := range inputs {
+			for c, codec := range o.codecs {
+				m := median(eff[i][c])
+				ratio := fmt.Sprintf("%.2f", m/raw)
+				if in.name == "generated" && link == 0 && m >= 1.2*raw {
+					ratio = "**" + ratio + "**"
+				}
+				pairs := make([]string, len(eff[i][c]))
+				for r := range pairs {
+					pairs[r] = fmt.Sprintf("%.0f / %.0f", eff[i][c][r], raws[r])
+				}
+				t.add(name, fmt.Sprintf("%s, %s", in.name, human(o.compressSize)), codec,
+					fmt.Sprintf("%.2f", float64(wire[i][c])/float64(in.s.bytes)), fmt.Sprintf("%.1f", m), fmt.Sprintf("%.1f", raw), ratio, strings.Join(pairs, "; "))
 			}
 		}
-		b.section("Compression", "`producer --compress zstd` (fastest level, one frame per payload), classic queue, MSS 65536, one run each. Effective MB/s is snapshot bytes over wall time. Bytes on the wire are payloads as published. The shaped link is our TCP proxy between each client and the broker, limiting each direction of each connection as a slow network between the hosts would (it sleeps after each 32 KiB, so the real rate is below the nominal one: the raw column is the measured ceiling); the raw baseline runs through the same link.", t)
 	}
-	return b.write()
+	b.section("Compression", fmt.Sprintf("`producer --compress MODE`, classic queue, MSS %d. **s2** and **zstd** (fastest level) pack every payload and keep the packed form when smaller; **auto** packs with S2 only while it pays (at least an eighth saved, and the saved bytes would take the publisher longer than the packing took). Effective MB/s is snapshot bytes over wall time; the raw broker is the plain amqp091-go baseline moving bodies of MSS+8 bytes, as many as the generated snapshot has segments, alternating with the segmq runs. Loopback: medians of %d runs; goal: effective ≥ 1.2× raw on the generated snapshot (bold). Wire / file is payload bytes as published over the file's size. The shaped link (one run) is our TCP proxy between each client and the broker, limiting each direction of each connection as a slow network between the hosts would (it sleeps after each 32 KiB, so the real rate is below the nominal one: the raw column is the measured ceiling); the raw baseline runs through the same link.", o.mss, max(o.compressRuns, 1)), t)
+	return nil
 }
 
 // viaLink runs f with the clients connected through a proxy that limits

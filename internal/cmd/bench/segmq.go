@@ -68,6 +68,21 @@ type e2eResult struct {
 
 var wireRE = regexp.MustCompile(`wire bytes (\d+)`)
 
+// wireBytes reads the payload bytes published from the producer's
+// summary. A summary without them is an error: a silent fallback to the
+// file's size would make every compression figure lie.
+func wireBytes(summary string) (int64, error) {
+	m := wireRE.FindStringSubmatch(summary)
+	if m == nil {
+		return 0, fmt.Errorf("the producer's summary has no \"wire bytes N\": %q", summary)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("the producer's summary: wire bytes %q: %w", m[1], err)
+	}
+	return n, nil
+}
+
 // e2e sends s through a fresh queue with the real binaries and checks
 // that the consumer verified and wrote it.
 func (b *bench) e2e(ctx context.Context, s snapshot, queueType string, mss int, extraP, extraC []string) (e2eResult, error) {
@@ -127,9 +142,9 @@ func (b *bench) e2e(ctx context.Context, s snapshot, queueType string, mss int, 
 	if !bytes.Contains(cout.Bytes(), []byte("size and sha256 verified")) {
 		return e2eResult{}, fmt.Errorf("consumer did not verify the digest: %s", cout.String())
 	}
-	r := e2eResult{elapsed: el, producerRSS: prodRSS, consumerRSS: consRSS, wireBytes: s.bytes}
-	if m := wireRE.FindStringSubmatch(pout.String()); m != nil {
-		r.wireBytes, _ = strconv.ParseInt(m[1], 10, 64)
+	r := e2eResult{elapsed: el, producerRSS: prodRSS, consumerRSS: consRSS}
+	if r.wireBytes, err = wireBytes(pout.String()); err != nil {
+		return e2eResult{}, err
 	}
 	return r, nil
 }

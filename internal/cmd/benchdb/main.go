@@ -36,9 +36,29 @@ type result struct {
 	what    string
 	command string
 	secs    []float64
+	cpu     []float64 // CPU seconds of the tool and of the server backends it used
 	bytes   int64
 	rssKiB  int64
 	load    []float64 // 1-minute load average after each run
+}
+
+// serverCPU is the CPU time, in seconds, of the server's backends that
+// have exited: the postmaster's children's user + system time.
+func serverCPU(srv *pgtest.Server) float64 {
+	pid, err := os.ReadFile(filepath.Join(srv.Dir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strings.SplitN(string(pid), "\n", 2)[0] + "/stat")
+	if err != nil {
+		return 0
+	}
+	st := string(b)
+	f := strings.Fields(st[strings.LastIndexByte(st, ')')+2:])
+	var cu, cs float64
+	fmt.Sscan(f[13], &cu) // fields 16 and 17 of stat: cutime, cstime
+	fmt.Sscan(f[14], &cs)
+	return (cu + cs) / 100 // USER_HZ
 }
 
 // loadAvg is the 1-minute load average: the machine may be shared, and
@@ -60,8 +80,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bin := fs.String("bin", "bin", "directory holding the snapshot binary")
 	dir := fs.String("dir", "bench/db", "work directory (cluster, dumps); on the disk to measure")
 	runs := fs.Int("runs", 3, "runs of each tool; the median is reported")
+	dumpRuns := fs.Int("dump-runs", 0, "runs of each dump (0 = -runs); the restores and verify run -runs times")
 	workers := fs.Int("workers", 2, "--workers for snapshot dump, -j for pg_dump -Fd and pg_restore")
 	out := fs.String("results", "", "append the Markdown table to this file too")
+	var extra multi
+	fs.Var(&extra, "set", "extra server setting name=value for the cluster (repeatable), e.g. wal_level=minimal; every tool runs against the same cluster")
+	readme := fs.String("readme", "", "also write the table into this file between the bench-db markers")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -72,6 +96,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(snapshot); err != nil {
 		return fmt.Errorf("%s: build it first (make build): %w", snapshot, err)
 	}
+	// pg_ctl runs as the postgres user in another directory: the
+	// cluster's path must be absolute.
+	if *dir, err = filepath.Abs(*dir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
@@ -81,10 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(work)
 	os.Chmod(work, 0o755)
-	srv, err := pgtest.StartDir(ctx, filepath.Join(work, "pg"), []string{
+	srv, err := pgtest.StartDir(ctx, filepath.Join(work, "pg"), append([]string{
 		"fsync=on", "synchronous_commit=on", "full_page_writes=on",
 		"shared_buffers=1GB", "max_wal_size=8GB", "checkpoint_timeout=30min", "maintenance_work_mem=1GB",
-	})
+	}, extra...))
 	if err != nil {
 		return err
 	}
@@ -133,36 +162,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			append([]string{filepath.Join(pgbin, "pg_restore"), "-d", "r1"}, append(pgArgs, dumpFc)...), nil},
 		{"pg_restore -j " + j + " (from -Fd)", "pg_restore -j " + j + " -d r2 db.dir", createDB("r2"),
 			append([]string{filepath.Join(pgbin, "pg_restore"), "-j", j, "-d", "r2"}, append(pgArgs, dumpFd)...), nil},
-		{"snapshot restore", "snapshot restore db.bin --db postgres://…/r3", createDB("r3"),
-			[]string{snapshot, "restore", snapFile, "--db", url("r3")}, nil},
+		{"snapshot restore --workers " + j, "snapshot restore db.bin --db postgres://…/r3 --workers " + j, createDB("r3"),
+			[]string{snapshot, "restore", snapFile, "--db", url("r3"), "--workers", j}, nil},
 		{"snapshot verify --db (restored)", "snapshot verify db.bin --db postgres://…/r3", nil,
 			[]string{snapshot, "verify", snapFile, "--db", url("r3")}, nil},
 	}
-	var results []*result
-	for _, s := range steps {
-		r := &result{what: s.what, command: s.shown}
-		for i := range *runs {
-			if s.before != nil {
-				if err := s.before(); err != nil {
-					return fmt.Errorf("%s: prepare: %w", s.what, err)
+	// Runs alternate: run 1 of every dump, then run 2 of every dump, …;
+	// then the restores the same way, then verify. Noise from other work on
+	// the machine then falls on every tool alike.
+	results := make([]*result, len(steps))
+	for i, s := range steps {
+		results[i] = &result{what: s.what, command: s.shown}
+	}
+	if *dumpRuns == 0 {
+		*dumpRuns = *runs
+	}
+	for _, phase := range [][3]int{{0, 3, *dumpRuns}, {3, 6, *runs}, {6, 7, *runs}} {
+		for i := range phase[2] {
+			for k := phase[0]; k < phase[1]; k++ {
+				s, r := steps[k], results[k]
+				if s.before != nil {
+					if err := s.before(); err != nil {
+						return fmt.Errorf("%s: prepare: %w", s.what, err)
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
+				cpu0 := serverCPU(srv)
+				secs, cpu, rss, err := timeCmd(ctx, s.argv, stderr)
+				if err != nil {
+					return fmt.Errorf("%s: %w", s.what, err)
+				}
+				time.Sleep(200 * time.Millisecond) // the backends exit
+				cpu += serverCPU(srv) - cpu0
+				r.load = append(r.load, loadAvg())
+				fmt.Fprintf(stderr, "benchdb: %s run %d: %.2f s, CPU %.1f s, peak RSS %d MiB, load average %.1f\n", s.what, i+1, secs, cpu, rss/1024, r.load[len(r.load)-1])
+				r.secs = append(r.secs, secs)
+				r.cpu = append(r.cpu, cpu)
+				r.rssKiB = max(r.rssKiB, rss)
+				if s.size != nil {
+					r.bytes = s.size()
 				}
 			}
-			secs, rss, err := timeCmd(ctx, s.argv, stderr)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.what, err)
-			}
-			r.load = append(r.load, loadAvg())
-			fmt.Fprintf(stderr, "benchdb: %s run %d: %.2f s, peak RSS %d MiB, load average %.1f\n", s.what, i+1, secs, rss/1024, r.load[len(r.load)-1])
-			r.secs = append(r.secs, secs)
-			r.rssKiB = max(r.rssKiB, rss)
-			if s.size != nil {
-				r.bytes = s.size()
-			}
 		}
-		results = append(results, r)
 	}
-	table := render(results, *rows, dbBytes, *runs)
+	table := render(results, *rows, dbBytes)
 	fmt.Fprint(stdout, table)
+	if *readme != "" {
+		cmd := fmt.Sprintf("bin/benchdb -rows %d -runs %d -workers %d", *rows, *runs, *workers)
+		for _, e := range extra {
+			cmd += " -set " + e
+		}
+		if err := writeReadme(*readme, cmd, table); err != nil {
+			return err
+		}
+	}
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
@@ -175,6 +228,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 func mustLook(name string, srv *pgtest.Server) string {
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/" + name)
@@ -192,11 +250,11 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func render(rs []*result, rows, dbBytes int64, runs int) string {
+func render(rs []*result, rows, dbBytes int64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n#### %d rows (database %d MB), median of %d, %s\n\n", rows, dbBytes/1e6, runs, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "\n#### %d rows (database %d MB), %s\n\n", rows, dbBytes/1e6, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "%d cores; the load column is the 1-minute load average after each run (above the core count, other work shared the machine).\n\n", runtime.NumCPU())
-	b.WriteString("| what | seconds | output | peak RSS | load | command |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| what | median seconds (runs) | CPU s (tool + server) | output | peak RSS | load | command |\n|---|---|---|---|---|---|---|\n")
 	get := map[string]float64{}
 	for _, r := range rs {
 		m := median(r.secs)
@@ -209,23 +267,28 @@ func render(rs []*result, rows, dbBytes int64, runs int) string {
 		for i, l := range r.load {
 			loads[i] = fmt.Sprintf("%.1f", l)
 		}
-		fmt.Fprintf(&b, "| %s | %.2f | %s | %d MiB | %s | `%s` |\n", r.what, m, out, r.rssKiB/1024, strings.Join(loads, " "), r.command)
+		all := make([]string, len(r.secs))
+		for i, x := range r.secs {
+			all[i] = fmt.Sprintf("%.2f", x)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f (%s) | %.1f | %s | %d MiB | %s | `%s` |\n", r.what, m, strings.Join(all, ", "), median(r.cpu), out, r.rssKiB/1024, strings.Join(loads, " "), r.command)
 	}
 	var ours, theirs float64
 	for k, v := range get {
 		switch {
-		case strings.HasPrefix(k, "snapshot dump"), k == "snapshot restore":
+		case strings.HasPrefix(k, "snapshot dump"), strings.HasPrefix(k, "snapshot restore"):
 			ours += v
 		case k == "pg_dump -Fc", k == "pg_restore (from -Fc)":
 			theirs += v
 		}
 	}
-	fmt.Fprintf(&b, "| whole path: snapshot dump + restore | %.2f | | | | |\n| whole path: pg_dump -Fc + pg_restore | %.2f | | | | |\n", ours, theirs)
+	fmt.Fprintf(&b, "| whole path: snapshot dump + restore | %.2f | | | | | |\n| whole path: pg_dump -Fc + pg_restore | %.2f | | | | | |\n", ours, theirs)
 	return b.String()
 }
 
-// timeCmd runs argv and returns its wall time and peak RSS (KiB).
-func timeCmd(ctx context.Context, argv []string, stderr io.Writer) (float64, int64, error) {
+// timeCmd runs argv and returns its wall time, CPU time and peak RSS
+// (KiB).
+func timeCmd(ctx context.Context, argv []string, stderr io.Writer) (float64, float64, int64, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var errb strings.Builder
 	cmd.Stderr = &errb
@@ -233,13 +296,14 @@ func timeCmd(ctx context.Context, argv []string, stderr io.Writer) (float64, int
 	err := cmd.Run()
 	secs := time.Since(start).Seconds()
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, errb.String())
+		return 0, 0, 0, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, errb.String())
 	}
 	var rss int64
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		rss = ru.Maxrss
 	}
-	return secs, rss, nil
+	cpu := (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	return secs, cpu, rss, nil
 }
 
 func size(p string) int64 {
@@ -303,4 +367,25 @@ func load(ctx context.Context, url string, rows int64) error {
 		`VACUUM ANALYZE`,
 		`CHECKPOINT`,
 	)
+}
+
+const (
+	readmeBegin = "<!-- bench-db:begin (written by make bench) -->"
+	readmeEnd   = "<!-- bench-db:end -->"
+)
+
+// writeReadme replaces what lies between the bench-db markers of path
+// with table.
+func writeReadme(path, cmd, table string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, readmeBegin), strings.Index(s, readmeEnd)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q … %q markers", path, readmeBegin, readmeEnd)
+	}
+	s = s[:i+len(readmeBegin)] + "\nMeasured by `make bench` with `" + cmd + "` (runs alternate between the tools; CPU is the tool's plus the server backends'):\n" + table + "\n" + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -1,0 +1,165 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/segmq/segmq/snapfile"
+)
+
+func genSnapshot(t testing.TB, rows int64) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: rows, Workers: 2, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// oldScan is scanInput as it was before the framing walk: a full
+// snapfile.Check with the fold teed off the same stream. The reference.
+func oldScan(data []byte, mss int, raw bool) (string, error) {
+	fold := newCRCFold(mss)
+	r := io.TeeReader(bytes.NewReader(data), fold)
+	if !raw {
+		if _, _, err := snapfile.Check(r); err != nil {
+			return "", err
+		}
+	}
+	io.Copy(io.Discard, r)
+	return fold.sum(), nil
+}
+
+// TestScanInputMatchesCheck: on a valid snapshot over several read
+// chunks, and on many damaged copies of it, scanInput's fold and verdict
+// are those of a full snapfile.Check; a refusal names the file and what
+// Check says, with its offset.
+func TestScanInputMatchesCheck(t *testing.T) {
+	good := genSnapshot(t, 60_000) // several scanChunks
+	if len(good) < 3*scanChunk {
+		t.Fatalf("snapshot of %d bytes spans too few chunks", len(good))
+	}
+	dir := t.TempDir()
+	le := func(b []byte, off int, v uint32) []byte {
+		c := bytes.Clone(b)
+		binary.LittleEndian.PutUint32(c[off:], v)
+		return c
+	}
+	cases := map[string][]byte{
+		"valid":            good,
+		"empty":            {},
+		"truncated by one": good[:len(good)-1],
+		"cut at a chunk":   good[:scanChunk],
+		"cut mid prefix":   good[:scanChunk+2],
+		"one byte more":    append(bytes.Clone(good), 0),
+		"four bytes more":  append(bytes.Clone(good), 0, 0, 0, 0),
+		"first len huge":   le(good, 0, 0xFFFFFFF0),
+		"first len short":  le(good, 0, 3),
+		"header only":      good[:4+int(binary.LittleEndian.Uint32(good))],
+		"trailer dropped":  good[:lastRecord(t, good)],
+		"junk":             bytes.Repeat([]byte{0xAB}, 3*scanChunk+5),
+	}
+	for _, cut := range []int{1, 7, scanChunk - 3, scanChunk - 1, 2*scanChunk + 1} {
+		cases["cut at "+itoa(cut)] = good[:cut]
+	}
+	for name, data := range cases {
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f := mustOpen(t, path)
+		for _, raw := range []bool{false, true} {
+			got, err := scanInput(path, f, int64(len(data)), 1000, raw)
+			want, werr := oldScan(data, 1000, raw)
+			if (err == nil) != (werr == nil) {
+				t.Errorf("%s raw=%v: scanInput err %v, full Check err %v", name, raw, err, werr)
+				continue
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), werr.Error()) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a complete snapshot") {
+					t.Errorf("%s: err %q, want it to name %s and carry %q", name, err, path, werr)
+				}
+				continue
+			}
+			if got != want {
+				t.Errorf("%s raw=%v: fold %s, want %s", name, raw, got, want)
+			}
+		}
+	}
+}
+
+// lastRecord returns the offset of data's last record.
+func lastRecord(t *testing.T, data []byte) int {
+	off, last := 0, -1
+	for off < len(data) {
+		last = off
+		off += 4 + int(binary.LittleEndian.Uint32(data[off:]))
+	}
+	if off != len(data) || last < 0 {
+		t.Fatal("bad test snapshot")
+	}
+	return last
+}
+
+// TestFramingWalkChunks: the walk finds the same records whatever the
+// chunk size, including prefixes split across chunks at every position.
+func TestFramingWalkChunks(t *testing.T) {
+	data := genSnapshot(t, 2000)
+	var records int64
+	for off := 0; off < len(data); off += 4 + int(binary.LittleEndian.Uint32(data[off:])) {
+		records++
+	}
+	var whole framingWalk
+	whole.feed(data, 0)
+	if whole.bad || whole.next != int64(len(data)) || whole.records != records || whole.last != int64(lastRecord(t, data)) {
+		t.Fatalf("whole: %+v, want %d records ending at %d", whole, records, len(data))
+	}
+	for _, size := range []int{1, 2, 3, 5, 7, 64, 4093} {
+		var w framingWalk
+		for off := 0; off < len(data); off += size {
+			w.feed(data[off:min(off+size, len(data))], int64(off))
+		}
+		w.pre = whole.pre // scratch
+		if w != whole {
+			t.Errorf("chunks of %d: %+v, want %+v", size, w, whole)
+		}
+	}
+}
+
+// BenchmarkScanInput: the producer's pass before the first publish, on a
+// generated snapshot in the page cache; "full" is the snapfile.Check walk
+// it replaced.
+func BenchmarkScanInput(b *testing.B) {
+	data := genSnapshot(b, 300_000)
+	path := filepath.Join(b.TempDir(), "in.snap")
+	os.WriteFile(path, data, 0o644)
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.Run("walk", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if _, err := scanInput(path, f, int64(len(data)), DefaultMSS, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("full", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			fold := newCRCFold(DefaultMSS)
+			if _, _, err := snapfile.Check(io.TeeReader(io.NewSectionReader(f, 0, int64(len(data))), fold)); err != nil {
+				b.Fatal(err)
+			}
+			fold.sum()
+		}
+	})
+}
