@@ -401,9 +401,21 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 	if err := ch.QueueBind(t.DeadQueue(), "", t.DLX(), false, nil); err != nil {
 		return res, fmt.Errorf("bind %s to %s: %w", t.DeadQueue(), t.DLX(), err)
 	}
-	args := amqp.Table{amqp.QueueTypeArg: qt, "x-dead-letter-exchange": t.DLX(), "x-single-active-consumer": true}
-	if qt == Quorum {
+	args := amqp.Table{amqp.QueueTypeArg: qt, "x-dead-letter-exchange": t.DLX()}
+	switch qt {
+	case Classic:
+		args["x-single-active-consumer"] = true
+	case Quorum:
+		args["x-single-active-consumer"] = true
 		args["x-delivery-limit"] = int64(DeliveryLimit)
+	}
+	// A failed declaration closes its channel: each retry gets a new one.
+	reopen := func() (err error) {
+		ch.Close()
+		if ch, err = conn.Channel(); err != nil {
+			return fmt.Errorf("open channel: %w", err)
+		}
+		return nil
 	}
 	for {
 		_, err := ch.QueueDeclare(t.Name(), true, false, false, false, args)
@@ -421,8 +433,8 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 			arg += " (current: " + current + ")"
 		}
 		res.Missing = append(res.Missing, arg)
-		if ch, err = conn.Channel(); err != nil {
-			return res, fmt.Errorf("open channel: %w", err)
+		if err := reopen(); err != nil {
+			return res, err
 		}
 	}
 	_, res.SingleActive = args["x-single-active-consumer"]
@@ -436,16 +448,13 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 	if qt == Quorum {
 		doneArgs[amqp.QueueTypeArg], doneArgs["x-delivery-limit"] = Quorum, int64(DeliveryLimit)
 	}
-	if ch, err = conn.Channel(); err != nil {
-		return res, fmt.Errorf("open channel: %w", err)
-	}
 	_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
 	if arg, current := inequivalentArg(err); arg == amqp.QueueTypeArg && current == "'classic'" && qt == Quorum {
 		// A classic registry from an older segmq: keep using it.
 		res.DoneClassic = true
 		doneArgs = amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
-		if ch, err = conn.Channel(); err != nil {
-			return res, fmt.Errorf("open channel: %w", err)
+		if err := reopen(); err != nil {
+			return res, err
 		}
 		_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
 	}
@@ -477,6 +486,18 @@ func inequivalentArg(err error) (arg, current string) {
 		return m[1], m[5]
 	}
 	return "", ""
+}
+
+// IsUnavailable reports whether err is the broker saying a queue cannot
+// be reached for now: on a cluster, a queue whose node is down or whose
+// leader is being elected ("NOT_FOUND ... due to timeout", 541
+// INTERNAL_ERROR). A new session may get past it.
+func IsUnavailable(err error) bool {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.Code == amqp.InternalError || (ae.Code == amqp.NotFound && strings.Contains(ae.Reason, "timeout"))
 }
 
 // Consumers returns the number of consumers on the queue and its ready

@@ -140,6 +140,11 @@ func openSession(ctx context.Context, dial rabbit.DialConfig, topo rabbit.Topolo
 	*connected = true
 	if info.Queue, err = rabbit.Ensure(conn, topo); err != nil {
 		conn.Close()
+		if rabbit.IsUnavailable(err) {
+			// A cluster electing the queue's leader, or the node that
+			// holds it down: another session, maybe on another node.
+			return nil, nil, info, 0, lost(err)
+		}
 		return nil, nil, info, 0, err
 	}
 	ch, err := conn.Channel()
