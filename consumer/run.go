@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return cli.Usagef("--procs must be >= 1, got %d", *procs)
 	case *timeout < 0:
 		return cli.Usagef("--timeout must be >= 0, got %s", *timeout)
+	case *standby && *restart:
+		return cli.Usagef("--standby takes over the .part another consumer leaves; --restart would discard it")
 	case *window > 1<<32-1:
 		return cli.Usagef("--window too large")
 	}
