@@ -73,7 +73,7 @@ func clusterSection(ctx context.Context, b *bench, e *env) error {
 	}
 	b.section("RabbitMQ 4: one node and a 3-node cluster",
 		fmt.Sprintf("%s snapshot (%d bytes), MSS %d. Same **raw** baseline and **segmq** run as End to end, alternated on a RabbitMQ %s node started from the Debian trixie root, and on a 3-node cluster of it (three nodes on this one machine; the clients connect to the node that declares the queue, so the quorum leader is local and each write is replicated to two other nodes on the same disk).",
-			human(e.main.bytes), e.main.bytes, b.o.mss, version), t)
+			human(b.o.ratioSize), e.main.bytes, b.o.mss, version), t)
 	return nil
 }
 
