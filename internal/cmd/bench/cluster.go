@@ -82,15 +82,17 @@ func clusterSection(ctx context.Context, b *bench, e *env) error {
 func (b *bench) pair(ctx context.Context, e *env, t *table, broker, queueType string, runs int, rawURL, segmqURL string) error {
 	var raws, sgs []float64
 	n := e.segs(e.main.bytes, b.o.mss)
+	b.url = rawURL
 	for i := range runs {
-		b.url = rawURL
 		d, err := b.raw(ctx, queueType, b.o.mss+8, n, "", b.o.rawAckEvery)
 		if err != nil {
 			return fmt.Errorf("raw %s on %s: %w", queueType, broker, err)
 		}
 		raws = append(raws, mbps(e.main.bytes, d))
-		b.url = segmqURL
-		r, err := b.e2e(ctx, e.main, queueType, b.o.mss, nil, nil)
+		// The bench itself (queue cleanup) dials rawURL; the commands
+		// are given segmqURL.
+		urls := []string{"--url", segmqURL}
+		r, err := b.e2e(ctx, e.main, queueType, b.o.mss, urls, urls)
 		if err != nil {
 			return fmt.Errorf("segmq %s on %s: %w", queueType, broker, err)
 		}
