@@ -64,8 +64,10 @@ mutants:
 	scripts/mutants/run.sh
 
 # End to end against a raw amqp091-go baseline on the same broker
-# ($$AMQP_URL, else a throwaway local node): throughput ratio, peak RSS at
-# 256 MiB/1 GiB/4 GiB, gen rows/s, MSS sweep, zstd. About 5 minutes here;
+# ($$AMQP_URL, else a throwaway local node): raw + write per ack/fsync
+# cadence (the ceiling), throughput ratio, peak RSS at 256 MiB/1 GiB/4 GiB,
+# gen rows/s, MSS sweep, each --compress mode. It was about 5 minutes
+# before issue 13 added the cadences and compression runs (not yet timed whole);
 # needs ~15 GB of free disk in bench/out. Writes bench/results.md and the
 # README's table. BENCH_FLAGS passes flags to internal/cmd/bench. Last, the
 # database section: bin/benchdb at BENCH_DB_ROWS rows (README's bench-db table).

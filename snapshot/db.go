@@ -20,7 +20,7 @@ import (
 
 const (
 	dumpUsage    = "snapshot dump [--db URL] --out FILE [--tables a,b | --schema s] [--workers K]"
-	restoreUsage = "snapshot restore FILE [--db URL] [--workers K] [--clean]"
+	restoreUsage = "snapshot restore FILE [--db URL] [--workers K] [--clean] [-v]"
 	verifyUsage  = "snapshot verify FILE [--db URL]"
 	dbFlagHelp   = "database: postgres://user@host:port/db or sqlite:PATH (default $DATABASE_URL, else the PG* variables)"
 )

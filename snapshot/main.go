@@ -4,7 +4,7 @@
 //	snapshot verify FILE
 //	snapshot cat FILE
 //	snapshot dump [--db URL] --out FILE [--tables a,b | --schema s] [--workers K]
-//	snapshot restore FILE [--db URL] [--workers K] [--clean]
+//	snapshot restore FILE [--db URL] [--workers K] [--clean] [-v]
 //	snapshot verify FILE --db URL
 //
 // URL is postgres://… or sqlite:PATH; see package dbsnap.

@@ -12,7 +12,7 @@
 //	segmq-size      int64   file size in bytes
 //	segmq-crc32c    int64   CRC-32C (Castagnoli) of this segment's payload as sent
 //	segmq-sha256    string  hex SHA-256 of the whole file (required on the last segment)
-//	segmq-encoding  string  "zstd" when the payload is one zstd frame
+//	segmq-encoding  string  "s2" (one S2 block) or "zstd" (one zstd frame); absent: as is
 //	segmq-moved     int64   times a consumer moved this message to the queue's tail
 //
 // plus delivery mode persistent, content type application/octet-stream and
@@ -22,9 +22,9 @@
 //
 // # Send
 //
-//	file ─► scanInput: framing check + fold of every segment's CRC-32C (one read)
+//	file ─► scanInput: framing walk + header/trailer check + fold of every segment's CRC-32C (one read)
 //	     ─► read-ahead goroutine: Splitter into a ring of reused buffers; SHA-256 of
-//	        the file, CRC-32C and fold of each payload, zstd with --compress
+//	        the file, CRC-32C and fold of each payload, packer with --compress (s2, zstd, auto)
 //	     ─► publisher: publish (mandatory, persistent) ─► confirm window ─► summary
 //
 // The publisher keeps one outstanding set: every seq taken to publish and
@@ -42,7 +42,7 @@
 //	            restored, read without ack, before consuming
 //	delivery ─► acker.track(tag)
 //	         ─► classifier (pure): dead-letter | set aside | drop leftover | place
-//	         ─► zstd decode when marked, shape checked again
+//	         ─► s2/zstd decode when marked (unknown encoding: dead-letter), shape checked again
 //	         ─► partFile.bind (first accepted segment only) ─► partFile.place
 //	         ─► held while beyond the reorder window (at most prefetch-1)
 //	flush    ─► partFile.persist (fsync .part, journal append) ─► acker: done ─► ack

@@ -195,3 +195,25 @@ func writeSendState(t *testing.T, path string, st sendState, watermark uint32) {
 	}
 	j.Close()
 }
+
+// TestResumeNamesTheRecordedMSS: a state file from a producer whose
+// default MSS was 65536 refuses a resume at today's default, and says
+// which --mss continues it; with that MSS the resume goes ahead.
+func TestResumeNamesTheRecordedMSS(t *testing.T) {
+	e := newEnv(t)
+	data := randData(62, 200_000)
+	in := e.file("in.bin", data)
+	fold, err := scanInput(in, mustOpen(t, in), int64(len(data)), 65536, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSendState(t, in+".segmq-send", sendState{Transfer: "old", MSS: 65536, Size: int64(len(data)), Fold: fold}, 1)
+	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Raw: true, Resume: true})
+	if err == nil || !strings.Contains(err.Error(), "it used --mss 65536, not 65528; run again with --resume --mss 65536") {
+		t.Fatalf("err = %v", err)
+	}
+	res, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Raw: true, Resume: true, MSS: 65536})
+	if err != nil || res.Resumed != 1 || res.Transfer != "old" {
+		t.Fatalf("resume with --mss 65536: %+v, %v", res, err)
+	}
+}

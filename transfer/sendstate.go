@@ -240,7 +240,9 @@ func (p *publisher) loadResume() (*sendState, uint32, error) {
 	case st.Size != p.size:
 		return nil, 0, fmt.Errorf("cannot resume transfer %s: the input changed since (size %d→%d); delete %s to start a new transfer", st.Transfer, st.Size, p.size, p.cfg.State)
 	case st.MSS != p.cfg.MSS:
-		return nil, 0, fmt.Errorf("cannot resume transfer %s: it used --mss %d, not %d", st.Transfer, st.MSS, p.cfg.MSS)
+		// Also what a producer older than the default MSS of 65528 left:
+		// its transfers ran at 65536.
+		return nil, 0, fmt.Errorf("cannot resume transfer %s: it used --mss %d, not %d; run again with --resume --mss %d", st.Transfer, st.MSS, p.cfg.MSS, st.MSS)
 	case p.cfg.Transfer != "" && p.cfg.Transfer != st.Transfer:
 		return nil, 0, fmt.Errorf("cannot resume: %s records transfer %s, not %s", p.cfg.State, st.Transfer, p.cfg.Transfer)
 	}

@@ -317,7 +317,7 @@ func restoreParallel(ctx context.Context, sr *dbsnap.Reader, o RestoreOptions, l
 		for _, w := range workers {
 			w.Close(context.Background())
 		}
-		if committed {
+		if committed || len(sg.names) == 0 {
 			conn.Exec(context.Background(), "SELECT pg_catalog.pg_advisory_unlock("+stagingLockKey+")", runKey)
 			return
 		}
@@ -807,8 +807,10 @@ func finishParallel(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, sg *
 			}
 		}
 	}
-	if err := exec("drop staging schemas", "DROP SCHEMA "+identList(sg.names)); err != nil {
-		return err
+	if len(sg.names) > 0 {
+		if err := exec("drop staging schemas", "DROP SCHEMA "+identList(sg.names)); err != nil {
+			return err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", pgErr(err))

@@ -76,6 +76,12 @@ func TestRestoreRemovesStaging(t *testing.T) {
 	if err != nil || st.Tables != 0 {
 		t.Fatalf("dump of a database holding only staging schemas: %d tables, %v; want 0 tables", st.Tables, err)
 	}
+	// An empty snapshot restores as nothing, in both paths.
+	for _, w := range []int{1, 2} {
+		if st, err := Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{URL: url, Workers: w}); err != nil || st.Tables != 0 {
+			t.Fatalf("--workers %d: restore of an empty snapshot: %+v, %v", w, st, err)
+		}
+	}
 	restore(t, snap, url, RestoreOptions{})
 	mustEqual(t, snap, url)
 	if got := stagingSchemas(t, url); !slices.Equal(got, []string{"segmq_restore_live01_1"}) {

@@ -58,6 +58,7 @@ type options struct {
 	rawWindow, rawPrefetch     int
 	rawAckEvery                int
 	rawCadences                []int // raw + write: fsync and ack every N, each measured
+	rawProcs                   int   // GOMAXPROCS while a raw baseline runs; 0: unchanged
 	codecs                     []string
 	compressRuns               int
 	verifyBefore               string // an older snapshot binary, or git:COMMIT, to time verify against
@@ -124,6 +125,7 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.rawWindow, "raw-window", 256, "baseline publisher confirm window")
 	fs.IntVar(&o.rawPrefetch, "raw-prefetch", 256, "baseline consumer prefetch")
 	fs.IntVar(&o.rawAckEvery, "raw-ack-every", 64, "raw baseline (no write): the consumer acks every N deliveries (multiple)")
+	fs.IntVar(&o.rawProcs, "raw-procs", 0, "GOMAXPROCS while a raw baseline runs in this process (segmq's consumer runs with 1; 0: leave it)")
 	cadences := fs.String("raw-cadences", "16,64,256", "raw + write baselines: fsync then ack every N deliveries, one baseline per N; the best is the ceiling")
 	if err := fs.Parse(args); err != nil {
 		return o, err

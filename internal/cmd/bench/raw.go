@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -24,6 +25,9 @@ import (
 // decides how long the broker waits, so the ratio section runs several
 // and takes the best as the ceiling.
 func (b *bench) raw(ctx context.Context, queueType string, size, count int, out string, ackEvery int) (time.Duration, error) {
+	if b.o.rawProcs > 0 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(b.o.rawProcs))
+	}
 	q := b.queue("raw")
 	start := time.Now()
 	pub, err := amqp.DialConfig(b.url, amqp.Config{Properties: amqp.Table{"connection_name": "bench raw publisher"}})

@@ -42,14 +42,19 @@ type result struct {
 	load    []float64 // 1-minute load average after each run
 }
 
+// postmaster is the server's postmaster pid, or "".
+func postmaster(srv *pgtest.Server) string {
+	b, err := os.ReadFile(filepath.Join(srv.Dir, "data", "postmaster.pid"))
+	if err != nil {
+		return ""
+	}
+	return strings.SplitN(string(b), "\n", 2)[0]
+}
+
 // serverCPU is the CPU time, in seconds, of the server's backends that
 // have exited: the postmaster's children's user + system time.
 func serverCPU(srv *pgtest.Server) float64 {
-	pid, err := os.ReadFile(filepath.Join(srv.Dir, "data", "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strings.SplitN(string(pid), "\n", 2)[0] + "/stat")
+	b, err := os.ReadFile("/proc/" + postmaster(srv) + "/stat")
 	if err != nil {
 		return 0
 	}
@@ -59,6 +64,36 @@ func serverCPU(srv *pgtest.Server) float64 {
 	fmt.Sscan(f[13], &cu) // fields 16 and 17 of stat: cutime, cstime
 	fmt.Sscan(f[14], &cs)
 	return (cu + cs) / 100 // USER_HZ
+}
+
+// serverChildren is the number of the postmaster's child processes.
+func serverChildren(srv *pgtest.Server) int {
+	pm := postmaster(srv)
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	n := 0
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		if f := strings.Fields(st[strings.LastIndexByte(st, ')')+2:]); len(f) > 1 && f[1] == pm {
+			// Autovacuum workers come and go on their own.
+			if cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline")); !strings.Contains(string(cmd), "autovacuum worker") {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// settle waits (up to 30 s) until the server has no more child
+// processes than base: a tool's backends have exited, and their CPU time
+// is in serverCPU.
+func settle(srv *pgtest.Server, base int) {
+	for deadline := time.Now().Add(30 * time.Second); serverChildren(srv) > base && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // loadAvg is the 1-minute load average: the machine may be shared, and
@@ -80,6 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bin := fs.String("bin", "bin", "directory holding the snapshot binary")
 	dir := fs.String("dir", "bench/db", "work directory (cluster, dumps); on the disk to measure")
 	runs := fs.Int("runs", 3, "runs of each tool; the median is reported")
+	pair := fs.Bool("restore-pair", false, "only the pair the issue compares: pg_dump -Fd and snapshot dump once, then pg_restore -j and snapshot restore alternated -runs times")
 	dumpRuns := fs.Int("dump-runs", 0, "runs of each dump (0 = -runs); the restores and verify run -runs times")
 	workers := fs.Int("workers", 2, "--workers for snapshot dump, -j for pg_dump -Fd and pg_restore")
 	out := fs.String("results", "", "append the Markdown table to this file too")
@@ -170,6 +206,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// Runs alternate: run 1 of every dump, then run 2 of every dump, …;
 	// then the restores the same way, then verify. Noise from other work on
 	// the machine then falls on every tool alike.
+	time.Sleep(time.Second)
+	base := serverChildren(srv) // checkpointer, walwriter, …
 	results := make([]*result, len(steps))
 	for i, s := range steps {
 		results[i] = &result{what: s.what, command: s.shown}
@@ -181,18 +219,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for i := range phase[2] {
 			for k := phase[0]; k < phase[1]; k++ {
 				s, r := steps[k], results[k]
+				if *pair && k != 1 && k != 2 && k != 4 && k != 5 {
+					continue
+				}
 				if s.before != nil {
 					if err := s.before(); err != nil {
 						return fmt.Errorf("%s: prepare: %w", s.what, err)
 					}
 				}
-				time.Sleep(200 * time.Millisecond)
+				settle(srv, base)
 				cpu0 := serverCPU(srv)
 				secs, cpu, rss, err := timeCmd(ctx, s.argv, stderr)
 				if err != nil {
 					return fmt.Errorf("%s: %w", s.what, err)
 				}
-				time.Sleep(200 * time.Millisecond) // the backends exit
+				settle(srv, base) // the tool's backends exit
 				cpu += serverCPU(srv) - cpu0
 				r.load = append(r.load, loadAvg())
 				fmt.Fprintf(stderr, "benchdb: %s run %d: %.2f s, CPU %.1f s, peak RSS %d MiB, load average %.1f\n", s.what, i+1, secs, cpu, rss/1024, r.load[len(r.load)-1])
@@ -204,6 +245,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				}
 			}
 		}
+	}
+	if *pair {
+		results = []*result{results[1], results[2], results[4], results[5]}
 	}
 	table := render(results, *rows, dbBytes)
 	fmt.Fprint(stdout, table)
@@ -282,7 +326,9 @@ func render(rs []*result, rows, dbBytes int64) string {
 			theirs += v
 		}
 	}
-	fmt.Fprintf(&b, "| whole path: snapshot dump + restore | %.2f | | | | | |\n| whole path: pg_dump -Fc + pg_restore | %.2f | | | | | |\n", ours, theirs)
+	if theirs > 0 {
+		fmt.Fprintf(&b, "| whole path: snapshot dump + restore | %.2f | | | | | |\n| whole path: pg_dump -Fc + pg_restore | %.2f | | | | | |\n", ours, theirs)
+	}
 	return b.String()
 }
 
@@ -386,6 +432,6 @@ func writeReadme(path, cmd, table string) error {
 	if i < 0 || j < i {
 		return fmt.Errorf("%s: no %q … %q markers", path, readmeBegin, readmeEnd)
 	}
-	s = s[:i+len(readmeBegin)] + "\nMeasured by `make bench` with `" + cmd + "` (runs alternate between the tools; CPU is the tool's plus the server backends'):\n" + table + "\n" + s[j:]
+	s = s[:i+len(readmeBegin)] + "\nMeasured with `" + cmd + "`, the last step of `make bench` (runs alternate between the tools; CPU is the tool's plus the server backends'):\n" + table + "\n" + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
 }
