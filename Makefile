@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 RECORDS ?= 1000000
 
-.PHONY: all build test lint bench bench-go faults mutate mutants run clean run-db test-db bench-db
+.PHONY: all build test lint bench bench-go faults mutate mutants run clean run-db test-db bench-db compose-check
 
 all: build
 
@@ -34,6 +34,15 @@ lint:
 	@git diff --exit-code -- proto || { echo "lint: generated code is stale: run go generate ./proto/... and commit"; exit 1; }
 	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; else docker compose -f docker-compose.yml config -q; fi
 	@echo lint ok
+
+# docker-compose.yml end to end, for real (scripts/compose-check.sh): its
+# own throwaway Docker engine when none runs, stand-in images where none can
+# be pulled, the database demo through the stack, then each breakage in
+# COMPOSE_BREAKS (creds health dockerfile) must fail saying which service
+# and why. Leaves the host as it found it, or fails.
+COMPOSE_BREAKS ?= dockerfile creds
+compose-check:
+	scripts/compose-check.sh $(foreach b,$(COMPOSE_BREAKS),--break $(b))
 
 # The fault matrix: every randomised fault scenario 5 times from a random
 # seed, printed first (FAULT_SEED=N make faults reproduces a run; make test

@@ -191,3 +191,26 @@ func TestSegmentRangeAndBuffer(t *testing.T) {
 		t.Fatalf("Segment with a buffer of HeaderSize+MSS allocated %v times", n)
 	}
 }
+
+// TestMoreEdges: exactly MaxTotal segments is allowed; an empty file
+// never has the extra empty segment; Missing stops at its max.
+func TestMoreEdges(t *testing.T) {
+	if n, err := Count(MaxTotal, 1); err != nil || n != MaxTotal {
+		t.Errorf("Count(MaxTotal, 1) = %d, %v", n, err)
+	}
+	if err := (Config{MSS: 4, Size: 0, SizeKnown: true, Total: 2}).Validate(); err == nil {
+		t.Error("an empty file in 2 segments validated")
+	}
+	if err := (Config{MSS: 4, Size: 8, SizeKnown: true, Total: 3}).Validate(); err != nil {
+		t.Errorf("a multiple of the MSS with the extra empty segment: %v", err)
+	}
+	var f memFile
+	a, _ := NewAssembler(&f, Config{MSS: 1, Size: 10, SizeKnown: true})
+	a.Add(Header{Seq: 5, Total: 10}, []byte{1})
+	if got := a.Missing(nil, 3); !slices.Equal(got, []uint32{0, 1, 2}) {
+		t.Errorf("Missing(nil, 3) = %v", got)
+	}
+	if got := a.Missing(nil, 100); len(got) != 9 {
+		t.Errorf("Missing(nil, 100) = %v", got)
+	}
+}

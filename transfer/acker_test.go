@@ -115,3 +115,23 @@ func TestAckerParkedBelowPlaced(t *testing.T) {
 		t.Fatalf("%d unsettled, want 5 (3, 4, 7, 8, 10)", a.unsettled())
 	}
 }
+
+// TestAckerUnknownTagIgnored: done or settled for a tag the acker no
+// longer holds (already acked) or never held changes nothing.
+func TestAckerUnknownTagIgnored(t *testing.T) {
+	l := &ackLog{t: t, durable: map[uint64]bool{1: true}, acked: map[uint64]bool{}}
+	a := &acker{ch: l}
+	a.track(1)
+	a.track(2)
+	a.done(1)
+	if err := a.ackDone(); err != nil {
+		t.Fatal(err)
+	}
+	a.done(1)
+	a.done(7)
+	a.settled(1)
+	a.settled(9)
+	if a.unsettled() != 1 || !l.acked[1] || l.acked[2] {
+		t.Fatalf("unsettled %d, acked %v", a.unsettled(), l.acked)
+	}
+}

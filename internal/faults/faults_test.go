@@ -461,7 +461,7 @@ func TestDiskFull(t *testing.T) {
 	out := filepath.Join(small, "restored.bin")
 	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", "8192"), 0, 30*time.Second)
 	// Small batches, so that some are durable before the disk is full
-	// (the default batch is 2 MiB at this MSS, more than the disk).
+	// (a default batch of 64 segments is half of this 1 MiB disk).
 	cons := f.start(f.url, "consumer", "--out", out, "--timeout", "30s", "--ack-every", "16")
 	mustExit(t, cons, 1, 30*time.Second)
 	if s := cons.out.String(); !strings.Contains(s, "write "+out+".part: ") || !strings.Contains(s, "no space left on device") || !strings.Contains(s, "run again to resume") {
