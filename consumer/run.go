@@ -8,8 +8,11 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"text/tabwriter"
+	"time"
 
 	"github.com/segmq/segmq/internal/cli"
+	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/transfer"
 )
 
@@ -29,6 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	restart := fs.Bool("restart", false, "discard OUT.part and its state instead of resuming")
 	seedFormat := fs.Bool("seed-format", false, "also take seed-format segments (no segmq headers): such a transfer has no size or SHA-256 to verify, so by default they are moved aside")
 	standby := fs.Bool("standby", false, "hot standby: while another consumer holds OUT's lock, wait, and take over from the .part it leaves when it stops (exit 0 if it restores the file)")
+	list := fs.Bool("list", false, "with --queue-type stream: list the transfers in the stream (id, run, start, size, segments, state, sha256) and exit; restores nothing")
 	verbose := fs.Bool("v", false, "debug logging")
 	var prof cli.Profile
 	prof.Register(fs)
@@ -38,8 +42,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	switch {
 	case fs.NArg() > 0:
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))
-	case *out == "":
+	case *out == "" && !*list:
 		return cli.Usagef("--out is required")
+	case *list && *out != "":
+		return cli.Usagef("--list restores nothing: drop --out")
 	case *prefetch < 1 || *prefetch > transfer.MaxPrefetch:
 		return cli.Usagef("--prefetch must be between 1 and %d (AMQP's limit), got %d", transfer.MaxPrefetch, *prefetch)
 	case *maxMSS < 1 || *maxMSS > transfer.MaxMSS:
@@ -61,6 +67,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	dial, topo, err := bf.Resolve("segmq consumer")
 	if err != nil {
 		return err
+	}
+	if *list {
+		return listStream(ctx, stdout, dial, topo, *id)
 	}
 	stopProfile, err := prof.Start()
 	if err != nil {
@@ -91,6 +100,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if !res.Verified {
 		check = "seed-format transfer, no digest to verify"
 	}
+	if topo.IsStream() {
+		fmt.Fprintf(stdout, "received transfer %s (run %s) from stream %s: %d segments, %d bytes in %s (%s), %s; read %d messages (other transfers skipped %d, duplicates %d, malformed skipped %d), resumed %d, reconnects %d; sha256 %s -> %s\n",
+			res.Transfer, res.Run, topo.Name(), res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), check,
+			res.Deliveries, res.Skipped, res.Duplicates, res.Corrupt, res.Resumed, res.Reconnects, res.SHA256, *out)
+		return nil
+	}
 	fmt.Fprintf(stdout, "received transfer %s: %d segments, %d bytes in %s (%s), %s; duplicates %d, set aside %d, leftovers dropped %d, requeued %d, dead-lettered %d, resumed %d, reconnects %d; sha256 %s -> %s\n",
 		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), check,
 		res.Duplicates, res.SetAside, res.Stale, res.Requeued, res.DeadLettered, res.Resumed, res.Reconnects, res.SHA256, *out)
@@ -109,4 +124,39 @@ func defaultProcs() int {
 		return n
 	}
 	return 1
+}
+
+// listStream prints the transfers in a stream, oldest first, from its
+// index (no segment is read); with want, only that transfer id's runs.
+func listStream(ctx context.Context, stdout io.Writer, dial rabbit.DialConfig, topo rabbit.Topology, want string) error {
+	list, err := transfer.ListStream(ctx, dial, topo)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TRANSFER\tRUN\tSTARTED\tBYTES\tSEGMENTS\tSTATE\tSHA256")
+	n := 0
+	for _, e := range list {
+		if want != "" && e.Transfer != want {
+			continue
+		}
+		n++
+		state := "complete"
+		switch {
+		case e.Expired:
+			state = "expired"
+		case !e.Complete:
+			state = "incomplete"
+		}
+		sha := e.SHA256
+		if sha == "" {
+			sha = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", e.Transfer, e.Run, e.Started.UTC().Format(time.RFC3339), e.Size, e.Segments, state, sha)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d transfers in stream %s\n", n, topo.Name())
+	return nil
 }

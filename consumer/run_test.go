@@ -31,7 +31,10 @@ func TestUsage(t *testing.T) {
 		// amqp091-go would truncate 65536 to a uint16 0: unlimited.
 		{[]string{"--out", "x", "--prefetch", "65536"}, `--prefetch must be between 1 and 65535 \(AMQP's limit\), got 65536`},
 		{[]string{"--out", "x", "--max-mss", "0"}, `--max-mss must be between 1 and \d+, got 0`},
-		{[]string{"--out", "x", "--queue-type", "stream"}, `queue type "stream"`},
+		{[]string{"--out", "x", "--queue-type", "lazy"}, `queue type "lazy": want classic, quorum or stream`},
+		{[]string{"--out", "x", "--queue-type", "stream", "--stream-max-age", "7days"}, `--stream-max-age "7days": want a number and one of the units Y M D h m s`},
+		{[]string{"--out", "x", "--queue-type", "stream", "--stream-max-bytes", "lots"}, `--stream-max-bytes "lots": want a size such as 16GiB`},
+		{[]string{"--list", "--out", "x"}, `--list restores nothing: drop --out`},
 		{[]string{"--out", "x", "--timeout", "soon"}, `invalid value "soon"`},
 		{[]string{"--out", "x", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--out", "x", "--procs", "0"}, `--procs must be >= 1`},

@@ -272,12 +272,15 @@ func scrub(msg, password string) string {
 const (
 	Classic = "classic"
 	Quorum  = "quorum"
+	Stream  = "stream" // see stream.go
 )
 
 // Topology names the queues and exchange for one segmq queue.
 type Topology struct {
 	Queue string // "" means "snapshots"
-	Type  string // Classic or Quorum; "" means Classic
+	Type  string // Classic, Quorum or Stream; "" means Classic
+	// Retention applies to Stream only, when the stream is created.
+	Retention Retention
 }
 
 func (t Topology) queue() string {
@@ -306,8 +309,12 @@ const DoneMax = 1000
 func (t Topology) Validate() error {
 	switch t.Type {
 	case "", Classic, Quorum:
+	case Stream:
+		if err := t.Retention.Validate(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("queue type %q: want classic or quorum", t.Type)
+		return fmt.Errorf("queue type %q: want classic, quorum or stream", t.Type)
 	}
 	if strings.HasPrefix(t.Queue, "amq.") {
 		return fmt.Errorf("queue name %q: the amq. prefix is reserved by the broker", t.Queue)
@@ -387,6 +394,9 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 		return res, fmt.Errorf("open channel: %w", err)
 	}
 	defer func() { ch.Close() }()
+	if t.Type == Stream {
+		return res, declareStream(conn, ch, t)
+	}
 	qt := t.Type
 	if qt == "" {
 		qt = Classic
@@ -422,7 +432,7 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 		if err == nil {
 			break
 		}
-		arg, current := inequivalentArg(err)
+		arg, current := inequivalentOf(err)
 		if _, ok := args[arg]; !ok || !slices.Contains(optionalArgs, arg) {
 			return res, explain(err, "queue", t.Name(), qt)
 		}
@@ -449,7 +459,7 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 		doneArgs[amqp.QueueTypeArg], doneArgs["x-delivery-limit"] = Quorum, int64(DeliveryLimit)
 	}
 	_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
-	if arg, current := inequivalentArg(err); arg == amqp.QueueTypeArg && current == "'classic'" && qt == Quorum {
+	if arg, current := inequivalentOf(err); arg == amqp.QueueTypeArg && current == "'classic'" && qt == Quorum {
 		// A classic registry from an older segmq: keep using it.
 		res.DoneClassic = true
 		doneArgs = amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
@@ -474,10 +484,10 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 	return res, nil
 }
 
-// inequivalentArg returns the argument that a PRECONDITION_FAILED
+// inequivalentOf returns the argument that a PRECONDITION_FAILED
 // "inequivalent arg 'X' ... but current is Y" names, and Y; "" if err is
 // not one.
-func inequivalentArg(err error) (arg, current string) {
+func inequivalentOf(err error) (arg, current string) {
 	var ae *amqp.Error
 	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
 		return "", ""
@@ -527,6 +537,8 @@ func explain(err error, kind, name, qt string) error {
 		if qt == "" {
 			// Q.done: segmq's own registry, whatever the queue type.
 			hint = fmt.Sprintf("segmq keeps its registry of completed transfers there; delete it (rabbitmqctl delete_queue %s: leftover copies of transfers it listed will no longer be recognised), or use another --queue", name)
+		} else if (m[1] == amqp.StreamMaxAgeArg || m[1] == amqp.QueueMaxLenBytesArg) && m[4] == "none" {
+			hint = "it has stream retention, so it is most likely a stream: pass --queue-type stream, or another --queue"
 		} else if m[1] == amqp.QueueTypeArg {
 			hint = fmt.Sprintf("the queue exists with type %s; pass --queue-type %s, or another --queue, or delete it (rabbitmqctl delete_queue %s) if it holds nothing you need",
 				strings.Trim(m[5], "'"), strings.Trim(m[5], "'"), name)

@@ -33,7 +33,7 @@ func TestRedact(t *testing.T) {
 }
 
 func TestTopologyValidate(t *testing.T) {
-	if err := (Topology{Type: "stream"}).Validate(); err == nil || !strings.Contains(err.Error(), "classic or quorum") {
+	if err := (Topology{Type: "lazy"}).Validate(); err == nil || !strings.Contains(err.Error(), "classic, quorum or stream") {
 		t.Fatalf("err = %v", err)
 	}
 	if err := (Topology{Queue: "amq.x"}).Validate(); err == nil {

@@ -89,4 +89,79 @@
 // consumer records TRANSFER/RUN in QUEUE.done (the newest 1000 are kept),
 // and every consumer acks and drops the segments of a transfer recorded
 // there, instead of binding to them.
+//
+// # Streams (--queue-type stream): publish once, restore many times
+//
+// A stream is read, never consumed: any number of consumers restore the
+// same transfer, at once or days later, from one publish, and the broker
+// stores its bytes once. There is no requeue (nack only gives credit), no
+// dead-lettering and no registry of restored transfers: the consumer
+// (stream.go) reads in offset order, places this transfer's segments at
+// their offsets (no reorder window is needed: nothing waits in memory),
+// and skips everything else, malformed copies included; the SHA-256
+// decides at the end. Acks are credit only (half the prefetch at a time).
+//
+//	QUEUE        stream: per transfer, a start marker (segmq-kind "start",
+//	             before its first segment), its segments, and a done marker
+//	             (segmq-kind "done", after its last confirm); each marker's
+//	             message id ends in a random nonce
+//	QUEUE.index  stream: one "start" entry per producer run (before its first
+//	             publish) and one "done" entry (after the done marker),
+//	             headers only: transfer, run, size, mss, total, started
+//	             (producer's clock, ms, shown by --list only), sha256 on
+//	             "done", and the markers' offsets and ids: segmq-offset and
+//	             segmq-marker (start marker), segmq-end-offset and
+//	             segmq-end-marker (done marker, "done" only)
+//
+// Offsets, not clocks. The producer learns each marker's offset by
+// attaching a reader to QUEUE at x-stream-offset "next" before publishing
+// the marker (confirmed), and reading until the marker's id comes by.
+// Cost: one reader and one small message per marker. No timestamp is used
+// to find anything, so no clock skew can make a consumer start past a
+// transfer (and wait for ever) or skip its first segments.
+//
+// Finding a transfer. The consumer reads QUEUE.index from its first
+// entry: a stream tells a consumer nothing about its end
+// (queue.declare-ok counts 0 messages), so the reader publishes a probe
+// entry with a nonce of its own and reads until it returns. The newest
+// transfer with a done entry that has not expired is taken (or
+// --transfer's newest run; failing a complete one, the newest still being
+// published; with an empty index, the first transfer to arrive). It reads
+// QUEUE from just after the start marker: the transfer's segments and
+// whatever was interleaved with them. Cost per restore: the index (about
+// 400 bytes per transfer start and end, plus one probe per consumer run,
+// all under the index's own retention) and the two checks below.
+//
+// Expiry and identity. A marker is "still there" when the first message
+// read at its recorded offset is at that offset and has its id. If the
+// first message is later, retention removed it; if another message is at
+// the offset, or the stream ends before it (found by a probe published
+// into QUEUE after one silent second: the only case that writes to QUEUE),
+// QUEUE was deleted and recreated since: its offsets restart at 0, and the
+// random id is what tells the two streams apart. Listing (and the
+// consumer's choice) reads QUEUE's first retained offset once: a start
+// offset before it has expired, whatever message sits at the head; of the
+// others, the oldest is checked for identity: when it is there, QUEUE was
+// not recreated since, so every later transfer is in it too (else the
+// next one is checked). So a transfer whose first segments retention
+// removed is listed expired, a non-segmq message at the head expires
+// nothing, and `--transfer OLD` after a recreation is an error, not a
+// wait. The producer makes the same check of its start marker after the
+// done marker: gone (a stream whose retention is smaller than the file)
+// is ErrHeadGone, a non-zero exit and no done entry; a file larger than
+// the --stream-max-bytes it declares is refused before anything is sent
+// (unless compressed: it may fit).
+//
+// Resuming. Every persist of the part file also journals the stream
+// offset after the last delivery handled ('O' record, partfile.go). A
+// rerun first checks its transfer's markers: the start marker, or failing
+// that the done marker (the head is gone but the tail is there); neither
+// is an error naming why (retention, or a recreated stream), with OUT.part
+// kept. A journal offset past the done marker is brought back to it. It
+// then reads from the journal offset. If the done marker arrives with
+// segments missing (published before the start marker, which segmq's
+// producer never does, or never confirmed), the consumer reads once more
+// from the stream's first message, then fails naming the missing segments
+// and records the done marker's own offset, so that a rerun reads the
+// marker again and fails the same way instead of waiting past it.
 package transfer

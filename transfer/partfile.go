@@ -40,6 +40,9 @@ import (
 //	'D' 64 hex digits                   the producer's SHA-256 of the file
 //	'B' segment.Assembler binary        the whole received set (written when the
 //	                                    journal is rewritten to stay small)
+//	'O' u64 LE                          streams only: the stream offset to read from
+//	                                    next; everything before it is placed and
+//	                                    durable, or was not this transfer's
 type partFile struct {
 	fsys                           vfs.FS // vfs.OS but in crash tests
 	out, path, statePath, lockPath string
@@ -56,6 +59,8 @@ type partFile struct {
 
 	runs      []segment.Run // placed since the last persist
 	shaDirty  bool          // sha learnt since the last persist
+	offset    int64         // streams: next offset to read, recorded; -1 none
+	offDirty  bool          // offset moved since the last persist
 	resumed   uint32
 	committed bool
 }
@@ -65,12 +70,13 @@ const (
 	recPlaced  = 'P'
 	recDigest  = 'D'
 	recSet     = 'B'
+	recOffset  = 'O'
 )
 
 // openPart locks out's work files and opens them: resuming what the
 // journal records, or (no journal, or restart) starting empty.
 func openPart(fsys vfs.FS, out string, restart bool, want string, window uint32, log *slog.Logger) (_ *partFile, err error) {
-	p := &partFile{fsys: vfs.Or(fsys), out: out, path: out + ".part", statePath: out + ".part.state", lockPath: out + ".part.lock", log: log, window: window}
+	p := &partFile{fsys: vfs.Or(fsys), out: out, path: out + ".part", statePath: out + ".part.state", lockPath: out + ".part.lock", log: log, window: window, offset: -1}
 	if p.lock, err = p.fsys.Lock(p.lockPath); err != nil {
 		if errors.Is(err, fsutil.ErrLocked) {
 			return nil, fmt.Errorf("another consumer is restoring into %s (%w); wait for it to finish or stop it", out, err)
@@ -185,6 +191,11 @@ func (p *partFile) replay(recs []journal.Record) error {
 			}
 		case recDigest:
 			p.sha = string(r.Data)
+		case recOffset:
+			if len(r.Data) != 8 {
+				return fmt.Errorf("offset record of %d bytes", len(r.Data))
+			}
+			p.offset = int64(binary.LittleEndian.Uint64(r.Data))
 		default:
 			return fmt.Errorf("unknown record type %q", r.Type)
 		}
@@ -274,10 +285,22 @@ func (p *partFile) setDigest(sha string) {
 	}
 }
 
+// setOffset records (with the next persist) the stream offset a resume
+// reads from: everything before it must be placed, or not this transfer's.
+func (p *partFile) setOffset(off int64) {
+	if off != p.offset {
+		p.offset, p.offDirty = off, true
+	}
+}
+
+func offsetRecord(off int64) journal.Record {
+	return journal.Record{Type: recOffset, Data: binary.LittleEndian.AppendUint64(nil, uint64(off))}
+}
+
 // persist makes every placed segment durable and records it. Only after
 // it returns nil may their deliveries be acked.
 func (p *partFile) persist() error {
-	if p.b == nil || (len(p.runs) == 0 && !p.shaDirty) {
+	if p.b == nil || (len(p.runs) == 0 && !p.shaDirty && !p.offDirty) {
 		return nil
 	}
 	if err := p.f.Sync(); err != nil {
@@ -290,10 +313,13 @@ func (p *partFile) persist() error {
 	if len(p.runs) > 0 {
 		recs = append(recs, journal.Record{Type: recPlaced, Data: encodePlaced(p.asm.Facts(), p.runs)})
 	}
+	if p.offDirty { // after the placements it covers
+		recs = append(recs, offsetRecord(p.offset))
+	}
 	if err := p.jr.Append(recs...); err != nil {
 		return err
 	}
-	p.runs, p.shaDirty = p.runs[:0], false
+	p.runs, p.shaDirty, p.offDirty = p.runs[:0], false, false
 	// Appends are small; rewrite the journal as one received set when
 	// they outgrow it, so it never costs more than a few times the set.
 	set := int64(p.asm.Total())/8 + 64
@@ -315,6 +341,9 @@ func (p *partFile) compact() error {
 	recs := []journal.Record{{Type: recBinding, Data: js}, {Type: recSet, Data: set}}
 	if p.sha != "" {
 		recs = append(recs, journal.Record{Type: recDigest, Data: []byte(p.sha)})
+	}
+	if p.offset >= 0 {
+		recs = append(recs, offsetRecord(p.offset))
 	}
 	return p.jr.Rewrite(recs...)
 }

@@ -122,7 +122,10 @@ type ReceiveResult struct {
 	Stale        int // leftover copies of transfers already restored (in the registry), acked and dropped
 	Conflicts    int // copies of a placed segment with other bytes, dead-lettered (counted in DeadLettered too)
 	DeadLettered int
-	Elapsed      time.Duration
+	// Streams only (stream.go): messages read, other transfers' skipped,
+	// malformed copies of this transfer's segments skipped.
+	Deliveries, Skipped, Corrupt int
+	Elapsed                      time.Duration
 	// ByOther: a standby found Out restored by the consumer it stood by
 	// for; nothing was received.
 	ByOther bool
@@ -209,6 +212,9 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	}
 	if cfg.MaxMSS == 0 {
 		cfg.MaxMSS = segment.MaxMSS
+	}
+	if cfg.Topology.IsStream() {
+		return receiveStream(ctx, cfg)
 	}
 	r := &receiver{cfg: cfg, log: cfg.Log, cls: classifier{want: cfg.Transfer, maxMSS: cfg.MaxMSS, seed: cfg.SeedFormat},
 		parkCap: max(cfg.Prefetch-1, 0), backoff: minBackoff, asides: map[string]int{}, staleSeen: map[doneKey]bool{}}

@@ -191,6 +191,17 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if p.next == p.split.Total() {
 		p.sum = hashHex(p.sha)
 	}
+	if cfg.Topology.IsStream() {
+		// A compressed transfer may fit: the check after the last confirm decides.
+		if b := cfg.Topology.Retention.Bytes(); b > 0 && p.size > b && (cfg.Compress == "" || cfg.Compress == CompressNone) {
+			return SendResult{}, fmt.Errorf("stream %s: the file (%d bytes) is larger than the stream's retention (--stream-max-bytes %d): retention would remove its first segments before its last is published, and no consumer could restore it; use a larger --stream-max-bytes (for a new stream: retention is set when it is created) or none",
+				cfg.Topology.Name(), p.size, b)
+		}
+		// Before the state file: a stream that cannot be declared leaves nothing to resume.
+		if err := announce(ctx, log, cfg.Dial, cfg.Topology, KindStart, p.streamEntry(time.Now())); err != nil {
+			return SendResult{}, fmt.Errorf("stream %s: %w", cfg.Topology.Name(), err)
+		}
+	}
 	if cfg.State != "-" {
 		// Record the transfer before the first publish, so that a crash at
 		// any point leaves something to resume.
@@ -227,6 +238,13 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return SendResult{}, err
 	}
 	p.saveWatermark(true)
+	if cfg.Topology.IsStream() {
+		if err := announce(ctx, log, cfg.Dial, cfg.Topology, KindDone, p.streamEntry(start)); errors.Is(err, ErrHeadGone) {
+			return SendResult{}, fmt.Errorf("every segment is confirmed, but no consumer can restore transfer %s from stream %s (its index does not record it complete): %w", p.st.Transfer, cfg.Topology.Name(), err)
+		} else if err != nil {
+			return SendResult{}, fmt.Errorf("every segment is confirmed, but the transfer's end could not be recorded in %s (consumers see it as incomplete): %w; run again with --resume to record it", cfg.Topology.IndexQueue(), err)
+		}
+	}
 	p.removeState()
 	p.res.Transfer, p.res.Run, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.st.Transfer, p.st.Run, p.split.Total(), p.size, p.sum
 	p.res.Elapsed = time.Since(start)

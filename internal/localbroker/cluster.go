@@ -82,7 +82,7 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (c *Cluster, err err
 		}
 		b.Node = fmt.Sprintf("rabbit-%s-%d@localhost", tag, i+1)
 		b.URL = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", b.Port)
-		if err := b.writeFiles(opts.Config); err != nil {
+		if err := b.writeFiles(opts.Config, "[]."); err != nil {
 			return nil, err
 		}
 		c.Nodes = append(c.Nodes, b)

@@ -54,6 +54,9 @@ type Options struct {
 	// package doc); "" means the host's. Dir must then lie inside it ("":
 	// a new directory under ROOT/tmp).
 	Root string
+	// Stream enables the rabbitmq_stream plugin: the native stream
+	// protocol on StreamPort (127.0.0.1), for the stream client.
+	Stream bool
 }
 
 // Broker is a running (or stopped) local node.
@@ -65,6 +68,8 @@ type Broker struct {
 	EpmdPort int
 	URL      string // amqp://guest:guest@127.0.0.1:PORT/
 	Root     string // "" for the host's rabbitmq-server
+	// StreamPort is the native stream protocol's port (Options.Stream), else 0.
+	StreamPort int
 
 	ownDir bool
 	log    io.Writer
@@ -167,7 +172,15 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	b.Node = "rabbit-" + name + "@localhost"
 	b.URL = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", b.Port)
-	if err := b.writeFiles(opts.Config); err != nil {
+	plugins, extra := "[].", opts.Config
+	if opts.Stream {
+		if b.StreamPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		plugins = "[rabbitmq_stream]."
+		extra += fmt.Sprintf("\nstream.listeners.tcp.1 = 127.0.0.1:%d\nstream.advertised_host = 127.0.0.1\nstream.advertised_port = %d\n", b.StreamPort, b.StreamPort)
+	}
+	if err := b.writeFiles(extra, plugins); err != nil {
 		return nil, err
 	}
 	if err := b.Start(ctx); err != nil {
@@ -177,11 +190,11 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	return b, nil
 }
 
-func (b *Broker) writeFiles(extra string) error {
+func (b *Broker) writeFiles(extra, plugins string) error {
 	files := map[string]string{
 		".erlang.cookie":    "segmq-local-broker-cookie",
 		"rabbitmq.conf":     "loopback_users = none\n" + extra + "\n",
-		"enabled_plugins":   "[].\n",
+		"enabled_plugins":   plugins + "\n",
 		"rabbitmq-env.conf": "",
 	}
 	for name, body := range files {

@@ -30,6 +30,7 @@ func TestBenchSmoke(t *testing.T) {
 	err := run(context.Background(), []string{"-bin", bin, "-dir", filepath.Join(dir, "work"), "-results", results, "-readme", readme,
 		"-ratio-size", "2MiB", "-rss-sizes", "1MiB,2MiB", "-sweep-size", "1MiB", "-sweep", "16KiB,64KiB",
 		"-compress-size", "1MiB", "-runs", "1", "-quorum-runs", "1", "-link-rate", "100000000", "-compress-runs", "1",
+		"-stream-size", "2MiB", "-stream-runs", "1",
 		"-verify-before", filepath.Join(bin, "snapshot")}) // not git:COMMIT: the test needs no git history
 	if err != nil {
 		t.Fatal(err)
@@ -42,6 +43,7 @@ func TestBenchSmoke(t *testing.T) {
 		"#### raw + write: the ceiling, per ack/fsync cadence", "| classic | 16 | 256 |", "| classic | 64 | 256 |", "| classic | 256 | 256 |", "| quorum | 256 | 256 |", "**ceiling**", "segmq / ceiling",
 		"#### Memory", "| 1 MiB |", "| 2 MiB |", "#### MSS sweep", "| 16 KiB |",
 		"#### Compression", "| none |", "| zstd |", "| s2 |", "| auto |", "effective / raw", "| loopback | generated, 1 MiB | auto |", "| shaped, nominal 100 MB/s | low-entropy, 1 MiB | s2 |",
+		"#### Streams", "| raw native stream protocol", "| segmq --queue-type stream |",
 		"#### RabbitMQ 4: one node and a 3-node cluster", ", 1 node | classic |", ", 1 node | quorum |", ", 3 nodes | quorum |"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("results lack %q:\n%s", want, got)

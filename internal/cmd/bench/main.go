@@ -61,7 +61,8 @@ type options struct {
 	rawProcs                   int   // GOMAXPROCS while a raw baseline runs; 0: unchanged
 	codecs                     []string
 	compressRuns               int
-	verifyBefore               string // an older snapshot binary, or git:COMMIT, to time verify against
+	verifyBefore               string        // an older snapshot binary, or git:COMMIT, to time verify against
+	stream                     streamOptions // stream.go
 }
 
 // verifyBeforeCommit is the last commit whose snapshot verify decoded on
@@ -118,7 +119,7 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.compressRuns, "compress-runs", 3, "alternating runs per mode on loopback in the compression section (the shaped link: 1)")
 	fs.IntVar(&o.linkRate, "link-rate", 50e6, "bytes/s per direction of the shaped link in the compression section")
 	fs.StringVar(&o.verifyBefore, "verify-before", "git:"+verifyBeforeCommit, "an older snapshot binary, or git:COMMIT to build one, whose verify the verify section also times (empty: skip)")
-	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress,cluster (default all); raw alone runs only the baselines once, to watch the broker")
+	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress,stream,cluster (default all); raw alone runs only the baselines once, to watch the broker")
 	fs.BoolVar(&o.profile, "profile", false, "one extra segmq run at -ratio-size with CPU and allocation profiles in -dir")
 	pa := fs.String("producer-args", "", "extra producer flags (space-separated), for tuning")
 	ca := fs.String("consumer-args", "", "extra consumer flags (space-separated), for tuning")
@@ -127,10 +128,14 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.rawAckEvery, "raw-ack-every", 64, "raw baseline (no write): the consumer acks every N deliveries (multiple)")
 	fs.IntVar(&o.rawProcs, "raw-procs", 0, "GOMAXPROCS while a raw baseline runs in this process (segmq's consumer runs with 1; 0: leave it)")
 	cadences := fs.String("raw-cadences", "16,64,256", "raw + write baselines: fsync then ack every N deliveries, one baseline per N; the best is the ceiling")
+	streamOpts := streamFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	var err error
+	if o.stream, err = streamOpts(); err != nil {
+		return o, err
+	}
 	parseSizes := func(s string) []int64 {
 		var out []int64
 		for f := range strings.SplitSeq(s, ",") {
