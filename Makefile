@@ -47,12 +47,14 @@ compose-check:
 # The fault matrix: every randomised fault scenario 5 times from a random
 # seed, printed first (FAULT_SEED=N make faults reproduces a run; make test
 # always runs seed 1); one MATRIX line per run in faults-matrix.txt.
+# -tags faults adds the cases too slow for make test (more cluster
+# failovers, each printing a PAUSE line).
 FAULT_RUNS ?= 5
 FAULT_SEED ?= random
 faults: export SEGMQ_RABBITMQ_ROOT ?= $(RABBITMQ4_ROOT)
 faults:
 	scripts/setup.sh
-	SEGMQ_FAULT_RUNS=$(FAULT_RUNS) SEGMQ_FAULT_SEED=$(FAULT_SEED) $(GO) test -race -count=1 -timeout 40m -v ./internal/faults | tee faults.log | grep -E 'FAULT SEED|MATRIX|^(--- FAIL|FAIL|ok)'
+	SEGMQ_FAULT_RUNS=$(FAULT_RUNS) SEGMQ_FAULT_SEED=$(FAULT_SEED) $(GO) test -tags faults -race -count=1 -timeout 40m -v ./internal/faults | tee faults.log | grep -E 'FAULT SEED|MATRIX|PAUSE|^(--- FAIL|FAIL|ok)'
 	@grep -o 'MATRIX.*' faults.log > faults-matrix.txt; ! grep -q '^--- FAIL' faults.log
 
 # Mutation testing (go-gremlins/gremlins, pinned in the script) of

@@ -31,6 +31,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	id := fs.String("transfer", "", "take only this transfer id (default: the first that arrives)")
 	restart := fs.Bool("restart", false, "discard OUT.part and its state instead of resuming")
 	seedFormat := fs.Bool("seed-format", false, "also take seed-format segments (no segmq headers): such a transfer has no size or SHA-256 to verify, so by default they are moved aside")
+	standby := fs.Bool("standby", false, "hot standby: while another consumer holds OUT's lock, wait, and take over from the .part it leaves when it stops (exit 0 if it restores the file)")
 	list := fs.Bool("list", false, "with --queue-type stream: list the transfers in the stream (id, run, start, size, segments, state, sha256) and exit; restores nothing")
 	verbose := fs.Bool("v", false, "debug logging")
 	var prof cli.Profile
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return cli.Usagef("--procs must be >= 1, got %d", *procs)
 	case *timeout < 0:
 		return cli.Usagef("--timeout must be >= 0, got %s", *timeout)
+	case *standby && *restart:
+		return cli.Usagef("--standby takes over the .part another consumer leaves; --restart would discard it")
 	case *window > 1<<32-1:
 		return cli.Usagef("--window too large")
 	}
@@ -82,12 +85,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	prog.Waiting("waiting for the first segment")
 	res, err := transfer.Receive(ctx, transfer.ReceiveConfig{
 		Dial: dial, Topology: topo, Out: *out, ReorderWindow: uint32(*window), Prefetch: *prefetch, MaxMSS: *maxMSS, SeedFormat: *seedFormat,
-		Timeout: *timeout, Transfer: *id, AckEvery: *ackEvery, AckInterval: *ackInterval, Restart: *restart, Log: log,
+		Timeout: *timeout, Transfer: *id, Standby: *standby, AckEvery: *ackEvery, AckInterval: *ackInterval, Restart: *restart, Log: log,
 		Progress: func(n, total int64) { prog.SetTotal(total); prog.Set(n) },
 	})
 	prog.Done()
 	if err != nil {
 		return err
+	}
+	if res.ByOther {
+		fmt.Fprintf(stdout, "nothing to do: the consumer this one stood by for restored %s\n", *out)
+		return nil
 	}
 	check := "size and sha256 verified"
 	if !res.Verified {

@@ -40,6 +40,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"--out", "x", "--procs", "0"}, `--procs must be >= 1`},
 		{[]string{"--out", "x", "--ack-every", "0"}, `--ack-every must be >= 1`},
 		{[]string{"--out", "x", "--url", "a", "--url-file", "b"}, `exclusive`},
+		{[]string{"--out", "x", "--standby", "--restart"}, `--standby takes over the .part another consumer leaves; --restart would discard it`},
+		// A bad node in a list is found before any is dialed, password hidden.
+		{[]string{"--out", "x", "--url", "amqp://u:pw@a/", "--url", "http://u:s3cret@b/"}, `^consumer: bad AMQP URL http://u:xxxxx@b/`},
+		{[]string{"--out", "x", "--url", ","}, `empty URL`},
 	} {
 		stdout, stderr, code := runCLI(t, tc.args...)
 		if code != 2 || stdout != "" || !regexp.MustCompile(tc.stderr).MatchString(stderr) {

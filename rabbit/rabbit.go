@@ -5,11 +5,17 @@
 //
 // Topology for a queue Q (declared idempotently by producer and consumer):
 //
-//	Q        durable, x-queue-type classic|quorum, x-dead-letter-exchange Q.dlx
+//	Q        durable, x-queue-type classic|quorum, x-dead-letter-exchange Q.dlx,
+//	         x-single-active-consumer, x-delivery-limit (quorum)
 //	Q.dlx    durable fanout exchange
 //	Q.dead   durable queue bound to Q.dlx: poison segments, inspectable
-//	Q.done   durable classic queue, x-max-length 1000, x-overflow drop-head:
-//	         the registry of completed transfers
+//	Q.done   durable queue of Q's type (quorum: x-delivery-limit lifted),
+//	         x-max-length 1000, x-overflow drop-head: the registry of
+//	         completed transfers
+//
+// Q also has x-single-active-consumer (one consumer restores at a time,
+// others wait as hot standbys) and, when quorum, x-delivery-limit
+// DeliveryLimit. A Q created without them is used as it is (see Queue).
 //
 // A segment the consumer rejects (nack, requeue=false) is routed by the
 // broker to Q.dead with an x-death header; the consumer logs why.
@@ -33,6 +39,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,7 +48,11 @@ import (
 
 // DialConfig configures Dial. Zero values are documented per field.
 type DialConfig struct {
-	URL       string        // amqp:// or amqps://; required
+	// URL is amqp:// or amqps://; required. Several URLs separated by
+	// commas name the nodes of one cluster: Dial connects to the first
+	// that answers, starting with the one at index First.
+	URL       string
+	First     int           // index in URL's list to try first (taken modulo its length)
 	Name      string        // connection name shown in the management UI; "" means "segmq"
 	Heartbeat time.Duration // 0 means 10s
 	TLS       TLSFiles      // for amqps://; empty uses the system roots
@@ -85,8 +96,15 @@ func (f TLSFiles) Config() (*tls.Config, error) {
 }
 
 // Redact returns u with any password replaced by "xxxxx", for logs and
-// errors. Unparseable input is replaced whole.
+// errors; each URL of a comma-separated list is redacted. Unparseable
+// input is replaced whole.
 func Redact(u string) string {
+	if list := URLs(u); len(list) > 1 {
+		for i, one := range list {
+			list[i] = Redact(one)
+		}
+		return strings.Join(list, ",")
+	}
 	p, err := url.Parse(u)
 	if err != nil {
 		return "<unparseable url>"
@@ -94,12 +112,77 @@ func Redact(u string) string {
 	return p.Redacted()
 }
 
-// Dial connects to the broker. Errors name the redacted URL and never
-// contain the password.
-func Dial(ctx context.Context, cfg DialConfig) (*amqp.Connection, error) {
-	if cfg.URL == "" {
-		return nil, errors.New("rabbit: no URL")
+// URLs splits a list of URLs separated by commas (the nodes of one
+// cluster), dropping empty entries and spaces. A comma inside a password
+// must be written %2C.
+func URLs(list string) []string {
+	var out []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
 	}
+	return out
+}
+
+// CheckURLs parses every URL of a comma-separated list, so that a typo in
+// the third node's URL is found before the first two fail. Errors are
+// redacted.
+func CheckURLs(list string) error {
+	urls := URLs(list)
+	if len(urls) == 0 {
+		return errors.New("no AMQP URL")
+	}
+	for _, u := range urls {
+		if _, err := amqp.ParseURI(u); err != nil {
+			return fmt.Errorf("bad AMQP URL %s: %w", Redact(u), err)
+		}
+	}
+	return nil
+}
+
+// Dial connects to the broker: to the first node of cfg.URL's list that
+// accepts the connection, trying them in turn from cfg.First. Errors
+// name the redacted URLs and never contain a password.
+func Dial(ctx context.Context, cfg DialConfig) (*amqp.Connection, error) {
+	conn, _, err := DialAny(ctx, cfg)
+	return conn, err
+}
+
+// DialAny is Dial that also returns the index in cfg.URL's list of the
+// node it connected to. When every node fails, the error joins each
+// node's *DialError.
+func DialAny(ctx context.Context, cfg DialConfig) (*amqp.Connection, int, error) {
+	urls := URLs(cfg.URL)
+	if len(urls) == 0 {
+		return nil, 0, errors.New("rabbit: no URL")
+	}
+	if len(urls) == 1 {
+		conn, err := dialOne(ctx, cfg)
+		return conn, 0, err
+	}
+	if err := CheckURLs(cfg.URL); err != nil {
+		return nil, 0, err
+	}
+	var errs []error
+	first := ((cfg.First % len(urls)) + len(urls)) % len(urls)
+	for k := range urls {
+		i := (first + k) % len(urls)
+		one := cfg
+		one.URL = urls[i]
+		conn, err := dialOne(ctx, one)
+		if err == nil {
+			return conn, i, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, 0, errors.Join(errs...)
+}
+
+func dialOne(ctx context.Context, cfg DialConfig) (*amqp.Connection, error) {
 	u, err := amqp.ParseURI(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("bad AMQP URL %s: %w", Redact(cfg.URL), err)
@@ -239,45 +322,204 @@ func (t Topology) Validate() error {
 	return nil
 }
 
-// Declare declares the topology on its own channel (a failed declaration
-// closes the channel it ran on). An existing queue with other arguments
-// gives an error that says which argument and what to do.
+// DeliveryLimit is the x-delivery-limit segmq declares on a quorum
+// queue: high enough that the limit never trips. RabbitMQ 4.0–4.2 count
+// every return of a message toward a default limit of 20 (a nack with
+// requeue, and a consumer's channel or connection lost while it holds
+// the message unacked: measured on 4.0.5, the 21st return dead-letters
+// it), so a consumer that reconnects 20 times could lose a segment. -1
+// means "no limit" on 4.x, but 3.10 takes -1 as a limit that drops a
+// message at its first return (measured on 3.10.8); a large positive
+// value means the same on every version.
+const DeliveryLimit = 1<<31 - 1
+
+// Queue is what Ensure found about the main queue.
+type Queue struct {
+	// SingleActive: the queue has x-single-active-consumer, so the broker
+	// delivers to one consumer at a time and any other is a standby.
+	SingleActive bool
+	// DeliveryLimit: a quorum queue that has segmq's x-delivery-limit
+	// (always true for a classic queue, which has no limit).
+	DeliveryLimit bool
+	// Missing names the arguments segmq declares that the existing queue
+	// was created without (by an older segmq, or by hand), or with
+	// another value: "x-delivery-limit (current: the value '50' of type
+	// 'long')".
+	Missing []string
+	// Version is the broker's version, e.g. "4.0.5".
+	Version string
+	// DoneClassic: the main queue is quorum but its registry (QUEUE.done)
+	// is a classic queue made by an older segmq, which lives on one node
+	// of a cluster.
+	DoneClassic bool
+	// DoneErr: the registry could not be declared (unavailable, e.g. a
+	// classic registry whose node is down); the transfer goes on
+	// without it.
+	DoneErr error
+}
+
+// LimitApplies reports whether the broker counts returns of quorum-queue
+// messages toward a default delivery limit (RabbitMQ 4.0 and later) on a
+// queue that does not set its own.
+func (q Queue) LimitApplies() bool {
+	return !q.DeliveryLimit && !strings.HasPrefix(q.Version, "3.")
+}
+
+// Declare declares the topology; see Ensure.
 func Declare(conn *amqp.Connection, t Topology) error {
+	_, err := Ensure(conn, t)
+	return err
+}
+
+// optionalArgs are the queue arguments a newer segmq adds; a queue that
+// an older one created without them is still used (redeclaring it with
+// them fails with PRECONDITION_FAILED), and Ensure reports what it lacks.
+var optionalArgs = []string{"x-single-active-consumer", "x-delivery-limit"}
+
+// Ensure declares the topology, each declaration on a channel of its own
+// (a failed declaration closes the channel it ran on). The main queue is
+// declared with x-single-active-consumer (one consumer restores at a
+// time; others wait as standbys) and, for quorum, x-delivery-limit
+// DeliveryLimit. An existing queue created without them is used as it
+// is, and the result says what it lacks. An existing queue with other
+// arguments gives an error that says which argument and what to do.
+func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
+	var res Queue
+	res.Version, _ = conn.Properties["version"].(string)
 	if err := t.Validate(); err != nil {
-		return err
+		return res, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
+		return res, fmt.Errorf("open channel: %w", err)
 	}
-	defer ch.Close()
+	defer func() { ch.Close() }()
 	if t.Type == Stream {
-		return declareStream(conn, ch, t)
+		return res, declareStream(conn, ch, t)
 	}
 	qt := t.Type
 	if qt == "" {
 		qt = Classic
 	}
 	if err := ch.ExchangeDeclare(t.DLX(), amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
-		return explain(err, "exchange", t.DLX(), qt)
+		return res, explain(err, "exchange", t.DLX(), qt)
 	}
 	deadArgs := amqp.Table{amqp.QueueTypeArg: qt}
 	if _, err := ch.QueueDeclare(t.DeadQueue(), true, false, false, false, deadArgs); err != nil {
-		return explain(err, "queue", t.DeadQueue(), qt)
+		return res, explain(err, "queue", t.DeadQueue(), qt)
 	}
 	if err := ch.QueueBind(t.DeadQueue(), "", t.DLX(), false, nil); err != nil {
-		return fmt.Errorf("bind %s to %s: %w", t.DeadQueue(), t.DLX(), err)
+		return res, fmt.Errorf("bind %s to %s: %w", t.DeadQueue(), t.DLX(), err)
 	}
 	args := amqp.Table{amqp.QueueTypeArg: qt, "x-dead-letter-exchange": t.DLX()}
-	if _, err := ch.QueueDeclare(t.Name(), true, false, false, false, args); err != nil {
-		return explain(err, "queue", t.Name(), qt)
+	switch qt {
+	case Classic:
+		args["x-single-active-consumer"] = true
+	case Quorum:
+		args["x-single-active-consumer"] = true
+		args["x-delivery-limit"] = int64(DeliveryLimit)
 	}
-	// Always classic, whatever --queue-type: it holds small markers only.
+	// A failed declaration closes its channel: each retry gets a new one.
+	reopen := func() (err error) {
+		ch.Close()
+		if ch, err = conn.Channel(); err != nil {
+			return fmt.Errorf("open channel: %w", err)
+		}
+		return nil
+	}
+	for {
+		_, err := ch.QueueDeclare(t.Name(), true, false, false, false, args)
+		if err == nil {
+			break
+		}
+		arg, current := inequivalentOf(err)
+		if _, ok := args[arg]; !ok || !slices.Contains(optionalArgs, arg) {
+			return res, explain(err, "queue", t.Name(), qt)
+		}
+		// The queue predates this argument, or sets its own: use it as
+		// it is.
+		delete(args, arg)
+		if current != "none" {
+			arg += " (current: " + current + ")"
+		}
+		res.Missing = append(res.Missing, arg)
+		if err := reopen(); err != nil {
+			return res, err
+		}
+	}
+	_, res.SingleActive = args["x-single-active-consumer"]
+	_, res.DeliveryLimit = args["x-delivery-limit"]
+	res.DeliveryLimit = res.DeliveryLimit || qt != Quorum
+	// The registry has the main queue's type, so that on a cluster it
+	// outlives the node that created it (a classic queue lives on one
+	// node). Reading it returns every marker (basic.get, then close), so
+	// a quorum registry needs the delivery limit lifted too.
 	doneArgs := amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
-	if _, err := ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs); err != nil {
-		return explain(err, "queue", t.DoneQueue(), "")
+	if qt == Quorum {
+		doneArgs[amqp.QueueTypeArg], doneArgs["x-delivery-limit"] = Quorum, int64(DeliveryLimit)
 	}
-	return nil
+	_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
+	if arg, current := inequivalentOf(err); arg == amqp.QueueTypeArg && current == "'classic'" && qt == Quorum {
+		// A classic registry from an older segmq: keep using it.
+		res.DoneClassic = true
+		doneArgs = amqp.Table{amqp.QueueTypeArg: Classic, "x-max-length": int64(DoneMax), "x-overflow": "drop-head"}
+		if err := reopen(); err != nil {
+			return res, err
+		}
+		_, err = ch.QueueDeclare(t.DoneQueue(), true, false, false, false, doneArgs)
+	}
+	var ae *amqp.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed:
+		return res, explain(err, "queue", t.DoneQueue(), "")
+	case errors.As(err, &ae) && ae.Recover:
+		// Unavailable (the node holding a classic registry is down:
+		// 404 "due to timeout"). The registry is an aid, not the
+		// transfer: go on without it.
+		res.DoneErr = fmt.Errorf("declare %s: %w", t.DoneQueue(), err)
+	default:
+		return res, fmt.Errorf("declare queue %s: %w", t.DoneQueue(), err)
+	}
+	return res, nil
+}
+
+// inequivalentOf returns the argument that a PRECONDITION_FAILED
+// "inequivalent arg 'X' ... but current is Y" names, and Y; "" if err is
+// not one.
+func inequivalentOf(err error) (arg, current string) {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+		return "", ""
+	}
+	if m := inequivalent.FindStringSubmatch(ae.Reason); m != nil {
+		return m[1], m[5]
+	}
+	return "", ""
+}
+
+// IsUnavailable reports whether err is the broker saying a queue cannot
+// be reached for now: on a cluster, a queue whose node is down or whose
+// leader is being elected ("NOT_FOUND ... due to timeout", 541
+// INTERNAL_ERROR). A new session may get past it.
+func IsUnavailable(err error) bool {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	return ae.Code == amqp.InternalError || (ae.Code == amqp.NotFound && strings.Contains(ae.Reason, "timeout"))
+}
+
+// Consumers returns the number of consumers on the queue and its ready
+// messages, asked on a channel of its own.
+func Consumers(conn *amqp.Connection, queue string) (consumers, messages int, err error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ch.Close()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	return q.Consumers, q.Messages, err
 }
 
 var inequivalent = regexp.MustCompile(`inequivalent arg '([^']+)' for (queue|exchange) '([^']+)'.*received (.*) but current is (.*)`)

@@ -219,6 +219,10 @@ func adopt(conn *amqp.Connection, name string, args amqp.Table) error {
 				return fmt.Errorf("declare stream %s: %s", name, ae.Reason)
 			}
 			args[m[1]] = n
+		case m[5] == "true" || m[5] == "false":
+			// A boolean: x-single-active-consumer, which segmq's classic
+			// and quorum queues have (the broker names it before the type).
+			args[m[1]] = m[5] == "true"
 		case m[5] != "":
 			// Same type as ours, another value.
 			if _, isInt := args[m[1]].(int64); isInt {

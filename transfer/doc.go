@@ -70,6 +70,17 @@
 // neither. A crash between confirm and ack leaves a duplicate, which the
 // consumer of that transfer drops. Set-asides with no progress are paced.
 //
+// Both commands take the nodes of a cluster as a list of URLs; the
+// reconnect loop (retry.go) moves to another node when theirs dies,
+// starting after the lost one. The queue has single-active-consumer, so a
+// second consumer is a standby that receives nothing while the first
+// lives (with the same --out and Standby, it waits for the lock and
+// resumes the .part); on a queue created without it, a consumer that
+// finds another attached refuses to start (SplitError). Quorum queues
+// carry a delivery limit that is never reached; on one created without
+// it (RabbitMQ 4.0+ then counts every return toward 20), a delivery whose
+// x-delivery-count reaches 10 is acked at once, not with its batch.
+//
 // The producer is at-least-once (a --resume from a watermark that trails
 // what was published, a republish after a lost connection), so copies of
 // a restored transfer's segments can outlive its consumer. A transfer is

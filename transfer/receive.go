@@ -71,8 +71,13 @@ type ReceiveConfig struct {
 	// digest to check, so by default they are set aside, and a stray
 	// headerless message can never become the consumer's output.
 	SeedFormat bool
-	Log        *slog.Logger
-	Progress   func(bytes int64, total int64)
+	// Standby waits while another consumer holds Out's lock (a hot
+	// standby on the same --out), then resumes from the .part it leaves,
+	// instead of failing at once. If that consumer restores the file, the
+	// standby returns with ReceiveResult.ByOther set.
+	Standby  bool
+	Log      *slog.Logger
+	Progress func(bytes int64, total int64)
 
 	fs vfs.FS // the .part and its journal; nil: the OS (crash tests: a vfs.MemFS)
 }
@@ -121,6 +126,9 @@ type ReceiveResult struct {
 	// malformed copies of this transfer's segments skipped.
 	Deliveries, Skipped, Corrupt int
 	Elapsed                      time.Duration
+	// ByOther: a standby found Out restored by the consumer it stood by
+	// for; nothing was received.
+	ByOther bool
 }
 
 // ErrIncomplete wraps the reason a transfer ended before it was whole.
@@ -166,6 +174,9 @@ type receiver struct {
 	lastFlush  time.Time
 	lastPlaced time.Time
 	connected  bool // a session has reached the broker; only then reconnect
+	limited    bool // the queue is subject to the broker's default delivery limit
+	warnedLim  bool
+	warnedDone bool
 	res        ReceiveResult
 }
 
@@ -210,7 +221,10 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 	if r.log == nil {
 		r.log = discard()
 	}
-	part, err := openPart(cfg.fs, cfg.Out, cfg.Restart, cfg.Transfer, cfg.ReorderWindow, r.log)
+	part, byOther, err := r.open(ctx)
+	if byOther {
+		return ReceiveResult{ByOther: true}, nil
+	}
 	if de := (*doneError)(nil); errors.As(err, &de) {
 		r.log.Info("nothing to receive", "reason", err)
 		return ReceiveResult{Transfer: de.transfer, Segments: de.total, Bytes: de.size, SHA256: de.sha, Verified: true}, nil
@@ -233,7 +247,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 
 	start := time.Now()
 	r.lastPlaced, r.lastFlush = start, start
-	err = reconnect(ctx, r.log, r.cfg.Dial, r.cfg.Topology, &r.connected, &r.res.Reconnects, r.session, func(err error) error {
+	err = reconnectInfo(ctx, r.log, r.cfg.Dial, r.cfg.Topology, &r.connected, &r.res.Reconnects, r.session, func(err error) error {
 		// The channel is gone, and with it every unacked delivery: the
 		// broker will deliver them again. Keep what is on disk.
 		if perr := r.part.persist(); perr != nil {
@@ -263,7 +277,7 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 // final error, or the connection fails (a retriable error). Before it
 // closes a channel that still works, it makes what it placed durable and
 // acks it, so a rerun does not receive it again.
-func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel) (err error) {
+func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel, info sessionInfo) (err error) {
 	r.conn, r.ch, r.acks = conn, ch, &acker{ch: ch}
 	r.placed, r.parked, r.moves = r.placed[:0], nil, nil
 	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {
@@ -286,7 +300,10 @@ func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.
 	if err != nil {
 		return lost(fmt.Errorf("consume %s: %w", r.cfg.Topology.Name(), err))
 	}
-	r.log.Info("waiting for segments", "queue", r.cfg.Topology.Name(), "broker", rabbit.Redact(r.cfg.Dial.URL), "transfer", orFirst(r.cfg.Transfer, r.part.bound()))
+	if err := r.checkQueue(info); err != nil {
+		return err
+	}
+	r.log.Info("waiting for segments", "queue", r.cfg.Topology.Name(), "broker", info.URL, "transfer", orFirst(r.cfg.Transfer, r.part.bound()))
 	err = r.loop(ctx, deliveries, closed)
 	if err != nil && !retriable(err) {
 		// The channel still works: settle what can be settled.
@@ -325,7 +342,13 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 			if err := r.handle(ctx, d); err != nil {
 				return err
 			}
-			if err := r.maybeFlush(); err != nil {
+			if n, _ := asInt(d.Headers["x-delivery-count"]); n >= riskyDeliveries && r.limited {
+				// Near the broker's delivery limit: ack it now, not with
+				// the batch, so a lost connection cannot return it again.
+				if err := r.flush(false); err != nil {
+					return err
+				}
+			} else if err := r.maybeFlush(); err != nil {
 				return err
 			}
 		case e := <-closed:

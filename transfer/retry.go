@@ -62,6 +62,13 @@ func backoff(ctx context.Context, n int) error {
 	}
 }
 
+// session is where a session runs: the node connected to (its URL,
+// redacted) and what the topology declaration found.
+type sessionInfo struct {
+	URL   string // redacted
+	Queue rabbit.Queue
+}
+
 // reconnect is the one reconnect loop of both commands. It opens a
 // session (connection, topology, channel) and runs session on it until
 // session returns nil or a final error. After a retriable error it calls
@@ -70,12 +77,35 @@ func backoff(ctx context.Context, n int) error {
 // error and ends the run at once.
 func reconnect(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool, reconnects *int,
 	session func(context.Context, *amqp.Connection, *amqp.Channel) error, onLost func(error) error) error {
-	for attempt := 0; ; attempt++ {
-		conn, ch, err := openSession(ctx, dial, topo, connected)
+	return reconnectInfo(ctx, log, dial, topo, connected, reconnects, func(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel, _ sessionInfo) error {
+		return session(ctx, conn, ch)
+	}, onLost)
+}
+
+// reconnectInfo is reconnect whose session also learns where it runs.
+//
+// With several URLs (the nodes of a cluster), each attempt tries them all
+// in turn, starting after the node of the session just lost: a node that
+// died is tried last, so failing over costs no dial timeout on it.
+func reconnectInfo(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool, reconnects *int,
+	session func(context.Context, *amqp.Connection, *amqp.Channel, sessionInfo) error, onLost func(error) error) error {
+	urls := rabbit.URLs(dial.URL)
+	for attempt := 0; ; {
+		conn, ch, info, node, err := openSession(ctx, dial, topo, connected)
 		if err == nil {
-			err = session(ctx, conn, ch)
+			if attempt > 0 {
+				log.Info("connected to the broker", "node", info.URL, "attempt", attempt)
+			}
+			began := time.Now()
+			err = session(ctx, conn, ch, info)
 			ch.Close()
 			conn.Close()
+			dial.First = node + 1
+			if time.Since(began) >= time.Second {
+				// A session that worked for a while: the next loss is
+				// a new outage (another failover), not more of this one.
+				attempt = 0
+			}
 		}
 		if err == nil || !retriable(err) || ctx.Err() != nil || !*connected {
 			return err
@@ -84,34 +114,43 @@ func reconnect(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, to
 		if lerr := onLost(err); lerr != nil {
 			return lerr
 		}
-		log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1)
+		log.Warn("connection to the broker lost; reconnecting", "err", err, "attempt", attempt+1, "nodes", len(urls))
 		if berr := backoff(ctx, attempt); berr != nil {
 			return berr
 		}
+		attempt++
 	}
 }
 
 // openSession dials, declares the topology and opens a channel. Errors
 // are classified for the reconnect loops: a broker never reached, or one
 // that refuses the credentials, is final; anything after a first success
-// is a lost connection. *connected records that first success.
-func openSession(ctx context.Context, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool) (*amqp.Connection, *amqp.Channel, error) {
-	conn, err := rabbit.Dial(ctx, dial)
+// is a lost connection. *connected records that first success. node is
+// the index of the URL connected to.
+func openSession(ctx context.Context, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool) (*amqp.Connection, *amqp.Channel, sessionInfo, int, error) {
+	var info sessionInfo
+	conn, node, err := rabbit.DialAny(ctx, dial)
 	if err != nil {
 		if rabbit.IsAccessRefused(err) || !*connected {
-			return nil, nil, err
+			return nil, nil, info, 0, err
 		}
-		return nil, nil, lost(err)
+		return nil, nil, info, 0, lost(err)
 	}
+	info.URL = rabbit.Redact(rabbit.URLs(dial.URL)[node])
 	*connected = true
-	if err := rabbit.Declare(conn, topo); err != nil {
+	if info.Queue, err = rabbit.Ensure(conn, topo); err != nil {
 		conn.Close()
-		return nil, nil, err
+		if rabbit.IsUnavailable(err) {
+			// A cluster electing the queue's leader, or the node that
+			// holds it down: another session, maybe on another node.
+			return nil, nil, info, 0, lost(err)
+		}
+		return nil, nil, info, 0, err
 	}
 	ch, err := conn.Channel()
 	if err != nil {
 		conn.Close()
-		return nil, nil, lost(err)
+		return nil, nil, info, 0, lost(err)
 	}
-	return conn, ch, nil
+	return conn, ch, info, node, nil
 }

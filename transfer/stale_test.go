@@ -148,9 +148,9 @@ func TestLeftoverCopiesDropped(t *testing.T) {
 	}
 }
 
-// TestDoneQueueTopology: Declare makes QUEUE.done a classic queue that
-// keeps the newest rabbit.DoneMax markers (drop-head), whatever the main
-// queue's type; a QUEUE.done declared otherwise is refused with advice;
+// TestDoneQueueTopology: Declare makes QUEUE.done a queue of the main
+// queue's type that keeps the newest rabbit.DoneMax markers (drop-head);
+// a classic one an older segmq made for a quorum queue is kept; a QUEUE.done declared otherwise is refused with advice;
 // reading the registry consumes nothing.
 func TestDoneQueueTopology(t *testing.T) {
 	e := newEnv(t)
@@ -194,7 +194,8 @@ func TestDoneQueueTopology(t *testing.T) {
 		t.Fatalf("after reading the registry it holds %d markers, want %d: reading consumed some", n, rabbit.DoneMax)
 	}
 
-	// A quorum main queue gets a classic registry.
+	// A quorum main queue gets a quorum registry (replicated: on a
+	// cluster it outlives any one node), or keeps an older classic one.
 	q := rabbit.Topology{Queue: e.topo.Queue + "-q", Type: rabbit.Quorum}
 	t.Cleanup(func() {
 		if ch, err := conn.Channel(); err == nil {
@@ -204,8 +205,18 @@ func TestDoneQueueTopology(t *testing.T) {
 			ch.ExchangeDelete(q.DLX(), false, false)
 		}
 	})
-	if err := rabbit.Declare(conn, q); err != nil {
-		t.Fatalf("quorum topology: %v", err)
+	if _, err := ch.QueueDeclare(q.DoneQueue(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: rabbit.Classic, "x-max-length": int64(rabbit.DoneMax), "x-overflow": "drop-head"}); err != nil {
+		t.Fatal(err)
+	}
+	if qi, err := rabbit.Ensure(conn, q); err != nil || !qi.DoneClassic {
+		t.Fatalf("quorum topology over a classic registry: %+v, %v", qi, err)
+	}
+	ch.QueueDelete(q.DoneQueue(), false, false, false)
+	if qi, err := rabbit.Ensure(conn, q); err != nil || qi.DoneClassic {
+		t.Fatalf("quorum topology: %+v, %v", qi, err)
+	}
+	if _, err := ch.QueueDeclare(q.DoneQueue(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: rabbit.Quorum, "x-max-length": int64(rabbit.DoneMax), "x-overflow": "drop-head", "x-delivery-limit": int64(rabbit.DeliveryLimit)}); err != nil {
+		t.Fatalf("the registry of a quorum queue is not quorum: %v", err)
 	}
 	// QUEUE.done declared by someone else, otherwise.
 	o := rabbit.Topology{Queue: e.topo.Queue + "-o"}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 
 	"os"
@@ -13,7 +14,7 @@ import (
 
 // BrokerFlags are the connection and queue flags producer and consumer share.
 type BrokerFlags struct {
-	URL       string
+	URL       URLList
 	URLFile   string
 	Queue     string
 	QueueType string
@@ -24,8 +25,8 @@ type BrokerFlags struct {
 
 // Register adds the flags to fs.
 func (b *BrokerFlags) Register(fs *flag.FlagSet) {
-	fs.StringVar(&b.URL, "url", "", "AMQP URL (amqp:// or amqps://); default $AMQP_URL, else "+DefaultURL+"; prefer $AMQP_URL or --url-file for a password")
-	fs.StringVar(&b.URLFile, "url-file", "", "read the AMQP URL from this file (keeps the password out of the process list)")
+	fs.Var(&b.URL, "url", "AMQP URL (amqp:// or amqps://); the nodes of a cluster as several --url flags or one comma-separated list: connect to any live node, move to another when it dies. Default $AMQP_URL, else "+DefaultURL+"; prefer $AMQP_URL or --url-file for a password")
+	fs.StringVar(&b.URLFile, "url-file", "", "read the AMQP URL(s) from this file, one per line or comma-separated (keeps the password out of the process list)")
 	fs.StringVar(&b.Queue, "queue", "snapshots", "queue name (its dead-letter queue is QUEUE.dead; restored transfers are listed in QUEUE.done)")
 	fs.StringVar(&b.QueueType, "queue-type", rabbit.Classic, "queue type when the queue is created: classic, quorum or stream (publish once, restore many times; see --stream-max-age)")
 	fs.StringVar(&b.StreamMaxAge, "stream-max-age", rabbit.DefaultMaxAge, "stream retention when the stream is created: drop segment files older than this (a number and Y M D h m s, e.g. 7D, 12h; none = keep for ever)")
@@ -39,7 +40,7 @@ func (b *BrokerFlags) Register(fs *flag.FlagSet) {
 // Dial returns the dial config: --url, else --url-file, else $AMQP_URL, else
 // DefaultURL.
 func (b *BrokerFlags) Dial(name string) (rabbit.DialConfig, error) {
-	u := b.URL
+	u := strings.Join(b.URL, ",")
 	switch {
 	case u != "" && b.URLFile != "":
 		return rabbit.DialConfig{}, Usagef("--url and --url-file are exclusive")
@@ -48,11 +49,30 @@ func (b *BrokerFlags) Dial(name string) (rabbit.DialConfig, error) {
 		if err != nil {
 			return rabbit.DialConfig{}, err
 		}
-		u = strings.TrimSpace(string(raw))
+		u = strings.Join(strings.Fields(strings.ReplaceAll(string(raw), ",", " ")), ",")
 	case u == "":
 		u = URLFromEnv()
 	}
-	return rabbit.DialConfig{URL: u, Name: name, TLS: b.TLS}, nil
+	if err := rabbit.CheckURLs(u); err != nil {
+		return rabbit.DialConfig{}, &UsageError{Msg: err.Error()}
+	}
+	return rabbit.DialConfig{URL: strings.Join(rabbit.URLs(u), ","), Name: name, TLS: b.TLS}, nil
+}
+
+// URLList is a repeatable flag of AMQP URLs; each value may itself be a
+// comma-separated list.
+type URLList []string
+
+func (l *URLList) String() string { return rabbit.Redact(strings.Join(*l, ",")) }
+
+// Set adds the URLs of one --url.
+func (l *URLList) Set(v string) error {
+	urls := rabbit.URLs(v)
+	if len(urls) == 0 {
+		return errors.New("empty URL")
+	}
+	*l = append(*l, urls...)
+	return nil
 }
 
 // Topology returns the queue topology.

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -18,7 +20,7 @@ func TestBrokerFlagsURLSources(t *testing.T) {
 		flags BrokerFlags
 		want  string
 	}{
-		{BrokerFlags{URL: "amqp://u:from-flag@h/"}, "amqp://u:from-flag@h/"},
+		{BrokerFlags{URL: URLList{"amqp://u:from-flag@h/"}}, "amqp://u:from-flag@h/"},
 		{BrokerFlags{URLFile: file}, "amqp://u:from-file@h:5672/"},
 		{BrokerFlags{}, "amqp://u:from-env@h:5672/"},
 	} {
@@ -32,10 +34,39 @@ func TestBrokerFlagsURLSources(t *testing.T) {
 		t.Errorf("default URL %q", d.URL)
 	}
 	var ue *UsageError
-	if _, err := (&BrokerFlags{URL: "x", URLFile: file}).Dial("t"); !errors.As(err, &ue) {
+	if _, err := (&BrokerFlags{URL: URLList{"amqp://x/"}, URLFile: file}).Dial("t"); !errors.As(err, &ue) {
 		t.Errorf("--url with --url-file: %v", err)
 	}
 	if _, err := (&BrokerFlags{URLFile: filepath.Join(dir, "missing")}).Dial("t"); err == nil {
 		t.Error("missing --url-file accepted")
+	}
+}
+
+// Several nodes: repeated --url flags and comma-separated lists add up,
+// in order; a bad URL anywhere is a usage error that hides the password.
+func TestBrokerFlagsSeveralURLs(t *testing.T) {
+	var b BrokerFlags
+	fs := FlagSet("t", "t", io.Discard)
+	b.Register(fs)
+	if err := Parse(fs, []string{"--url", "amqp://u:pw1@a:5672/, amqp://u:pw2@b:5672/", "--url", "amqp://u:pw3@c:5672/"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.Dial("t")
+	want := "amqp://u:pw1@a:5672/,amqp://u:pw2@b:5672/,amqp://u:pw3@c:5672/"
+	if err != nil || d.URL != want {
+		t.Fatalf("URL %q, %v; want %q", d.URL, err, want)
+	}
+	if got := b.URL.String(); got != "amqp://u:xxxxx@a:5672/,amqp://u:xxxxx@b:5672/,amqp://u:xxxxx@c:5672/" {
+		t.Errorf("flag value shown as %q", got)
+	}
+	file := filepath.Join(t.TempDir(), "urls")
+	os.WriteFile(file, []byte("amqp://u:pw1@a/\namqp://u:pw2@b/,amqp://u:pw3@c/\n"), 0o600)
+	if d, err := (&BrokerFlags{URLFile: file}).Dial("t"); err != nil || d.URL != "amqp://u:pw1@a/,amqp://u:pw2@b/,amqp://u:pw3@c/" {
+		t.Errorf("--url-file with several URLs: %q, %v", d.URL, err)
+	}
+	var ue *UsageError
+	_, err = (&BrokerFlags{URL: URLList{"amqp://u:pw1@a/", "http://u:secret9@b/"}}).Dial("t")
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "http://u:xxxxx@b/") || strings.Contains(err.Error(), "secret9") {
+		t.Errorf("bad second URL: %v", err)
 	}
 }

@@ -110,7 +110,7 @@ func newFixture(t *testing.T, rows int64) *fixture {
 // proc is a command started in the background.
 type proc struct {
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  brokertest.LogBuffer
 	done chan struct{}
 	err  error
 }
