@@ -112,22 +112,58 @@ func Redact(u string) string {
 	return p.Redacted()
 }
 
-// URLs splits a list of URLs separated by commas (the nodes of one
-// cluster), dropping empty entries and spaces. A comma inside a password
-// must be written %2C.
+// URLs splits a list of URLs (the nodes of one cluster) at the commas
+// that start a new URL (SCHEME://, normally amqp:// or amqps://; another
+// scheme is split off so that CheckURLs names it), dropping empty entries
+// and spaces. Any other comma belongs to the URL it is in: a password may
+// hold a ',' (url.Parse accepts it in userinfo), so one URL is never cut in
+// two. A valid URL cannot hold ",SCHEME://" inside: a '/' in user
+// information must be percent-encoded.
 func URLs(list string) []string {
 	var out []string
-	for _, u := range strings.Split(list, ",") {
+	add := func(u string) {
 		if u = strings.TrimSpace(u); u != "" {
 			out = append(out, u)
 		}
 	}
+	start := 0
+	for i := 0; i < len(list); i++ {
+		if list[i] != ',' {
+			continue
+		}
+		rest := strings.TrimLeft(list[i+1:], " \t\r\n")
+		if rest == "" || startsURL(rest) || strings.HasPrefix(rest, ",") {
+			add(list[start:i])
+			start = i + 1
+		}
+	}
+	add(list[start:])
 	return out
 }
 
+// startsURL reports whether s begins with SCHEME:// (RFC 3986 scheme
+// characters).
+func startsURL(s string) bool {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return false
+	}
+	for j, c := range s[:i] {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case j > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // CheckURLs parses every URL of a comma-separated list, so that a typo in
-// the third node's URL is found before the first two fail. Errors are
-// redacted.
+// the third node's URL is found before the first two fail. Errors never
+// contain any part of a password: url.Parse's error quotes the whole URL
+// and, when a reserved character in a password is not percent-encoded,
+// the piece it took for a host or port; neither is printed.
 func CheckURLs(list string) error {
 	urls := URLs(list)
 	if len(urls) == 0 {
@@ -135,10 +171,26 @@ func CheckURLs(list string) error {
 	}
 	for _, u := range urls {
 		if _, err := amqp.ParseURI(u); err != nil {
+			if _, perr := url.Parse(u); perr != nil {
+				return fmt.Errorf("bad AMQP URL %s: not a valid URL (a '/', '?', '#', '@' or ':' in a user name or password must be percent-encoded: %%2F %%3F %%23 %%40 %%3A)", redactBad(u))
+			}
 			return fmt.Errorf("bad AMQP URL %s: %w", Redact(u), err)
 		}
 	}
 	return nil
+}
+
+// redactBad names an unparseable URL by its scheme and what follows the
+// last '@' (the host part), never its user information.
+func redactBad(u string) string {
+	scheme := ""
+	if i := strings.Index(u, "://"); i >= 0 {
+		scheme, u = u[:i+3], u[i+3:]
+	}
+	if i := strings.LastIndex(u, "@"); i >= 0 {
+		return scheme + "xxxxx@" + u[i+1:]
+	}
+	return "<unparseable url>"
 }
 
 // Dial connects to the broker: to the first node of cfg.URL's list that

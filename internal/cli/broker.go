@@ -49,7 +49,7 @@ func (b *BrokerFlags) Dial(name string) (rabbit.DialConfig, error) {
 		if err != nil {
 			return rabbit.DialConfig{}, err
 		}
-		u = strings.Join(strings.Fields(strings.ReplaceAll(string(raw), ",", " ")), ",")
+		u = strings.Join(strings.Fields(string(raw)), ",")
 	case u == "":
 		u = URLFromEnv()
 	}
