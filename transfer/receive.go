@@ -177,6 +177,9 @@ type receiver struct {
 	limited    bool // the queue is subject to the broker's default delivery limit
 	warnedLim  bool
 	warnedDone bool
+	ownerID    string // host:absolute --out, in claims
+	claimed    bool   // this process's claim on the bound run is the registry's first
+	claimErr   error  // another owner's claim is first: never ack
 	res        ReceiveResult
 }
 
@@ -722,6 +725,11 @@ func (r *receiver) maybeFlush() error {
 // outstanding move to be confirmed.
 func (r *receiver) flush(wait bool) error {
 	r.lastFlush = time.Now()
+	if len(r.placed) > 0 {
+		if err := r.checkClaim(); err != nil {
+			return err
+		}
+	}
 	if err := r.part.persist(); err != nil {
 		return err
 	}
@@ -786,35 +794,8 @@ func orNone(run string) string {
 // requeues every marker; nothing is consumed. A registry that cannot be
 // read is a warning: the consumer then works as before it existed.
 func (r *receiver) readDone(conn *amqp.Connection) error {
-	ch, err := conn.Channel()
-	if err != nil {
-		return lost(fmt.Errorf("open channel: %w", err))
-	}
-	done := map[doneKey]doneInfo{}
 	q := r.cfg.Topology.DoneQueue()
-	var gerr error
-	for range rabbit.DoneMax + 16 { // drop-head keeps at most DoneMax; a few more may race in
-		d, ok, err := ch.Get(q, false)
-		if err != nil {
-			gerr = err
-			break
-		}
-		if !ok {
-			break
-		}
-		tr, _ := d.Headers[HdrTransfer].(string)
-		if CheckTransferID(tr) != nil {
-			continue
-		}
-		run, _ := d.Headers[HdrRun].(string)
-		info := doneInfo{}
-		if n, ok := asInt(d.Headers[HdrSize]); ok {
-			info.Size, info.HasSize = n, true
-		}
-		info.SHA256, _ = d.Headers[HdrSHA256].(string)
-		done[doneKey{tr, run}] = info
-	}
-	ch.Close() // requeues every marker got above
+	done, _, gerr := r.readRegistry(conn)
 	if gerr != nil {
 		if conn.IsClosed() {
 			return lost(fmt.Errorf("read %s: %w", q, gerr))

@@ -46,8 +46,9 @@ func TestSameTransferIDNextRunRestored(t *testing.T) {
 	if r1.Run != s1.Run || len(s1.Run) != 16 {
 		t.Fatalf("consumer run %q, producer run %q (want 16 hex digits)", r1.Run, s1.Run)
 	}
-	if n := e.queueDepth(e.topo.DoneQueue()); n != 1 {
-		t.Fatalf("registry holds %d markers after one restore, want 1", n)
+	// One done marker, and the consumer's claim (made before its first ack).
+	if n := e.queueDepth(e.topo.DoneQueue()); n != 2 {
+		t.Fatalf("registry holds %d markers after one restore, want 2 (claim, done)", n)
 	}
 	s2 := send("night2.in", night2)
 	if s2.Run == s1.Run || s2.Transfer != s1.Transfer {

@@ -80,7 +80,7 @@ func (r *receiver) checkQueue(info sessionInfo) error {
 	switch {
 	case consumers <= 1:
 	case q.SingleActive:
-		r.log.Info(fmt.Sprintf("queue %s has %d consumers and single-active-consumer: the broker delivers to one at a time; the others are hot standbys", name, consumers))
+		r.log.Info(fmt.Sprintf("standby: queue %s has %d other consumer(s) and single-active-consumer, so the broker delivers to one consumer at a time and the others are hot standbys; this one receives nothing until the active one stops, then takes over. One restore per queue at a time: use one queue (--queue) per concurrent restore", name, consumers-1))
 	case r.res.Reconnects == 0:
 		return &SplitError{Queue: name, Consumers: consumers - 1, Missing: q.Missing}
 	}
