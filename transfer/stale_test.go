@@ -70,8 +70,8 @@ func TestSameTransferIDNextRunRestored(t *testing.T) {
 	if n := e.queueDepth(e.topo.Name()); n != 0 {
 		t.Fatalf("%d messages left in the queue", n)
 	}
-	if n := e.queueDepth(e.topo.DoneQueue()); n != 3 {
-		t.Fatalf("registry holds %d markers after three restores, want 3", n)
+	if n := e.queueDepth(e.topo.DoneQueue()); n != 6 {
+		t.Fatalf("registry holds %d markers after three restores, want 6 (a claim and a done marker each)", n)
 	}
 }
 
