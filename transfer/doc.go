@@ -45,7 +45,9 @@
 //	         ─► s2/zstd decode when marked (unknown encoding: dead-letter), shape checked again
 //	         ─► partFile.bind (first accepted segment only) ─► partFile.place
 //	         ─► held while beyond the reorder window (at most prefetch-1)
-//	flush    ─► partFile.persist (fsync .part, journal append) ─► acker: done ─► ack
+//	flush    ─► first ack of the run in this process: claim it in QUEUE.done
+//	            (claim.go); another owner's claim first ─► ClaimError, no ack
+//	         ─► partFile.persist (fsync .part, journal append) ─► acker: done ─► ack
 //	complete ─► cancel, settle what was prefetched ─► partFile.commit: size,
 //	            SHA-256, fsync, rename to --out ─► marker to QUEUE.done
 //
@@ -76,7 +78,15 @@
 // second consumer is a standby that receives nothing while the first
 // lives (with the same --out and Standby, it waits for the lock and
 // resumes the .part); on a queue created without it, a consumer that
-// finds another attached refuses to start (SplitError). Quorum queues
+// finds another attached refuses to start (SplitError). Neither stops a
+// standby with another --out that the broker activates when the first
+// dies or loses its connection once, nor two consumers on an old queue
+// after a reconnect: so before its first ack of a (transfer, run) a
+// consumer publishes a confirmed claim (owner: host and absolute --out) in
+// QUEUE.done and reads the registry again, twice; the first claim in queue
+// order owns the run, and any other consumer stops with a ClaimError
+// before acking a segment of it (what it holds unacked returns to the
+// queue; the owner, rerun on its .part, finishes). Quorum queues
 // carry a delivery limit that is never reached; on one created without
 // it (RabbitMQ 4.0+ then counts every return toward 20), a delivery whose
 // x-delivery-count reaches 10 is acked at once, not with its batch.
