@@ -122,7 +122,9 @@ func Redact(u string) string {
 func URLs(list string) []string {
 	var out []string
 	add := func(u string) {
-		if u = strings.TrimSpace(u); u != "" {
+		// Trailing commas are separators ("a,,b", "a,"): a URL cannot
+		// end in its password.
+		if u = strings.TrimRight(strings.TrimSpace(u), ", \t\r\n"); u != "" {
 			out = append(out, u)
 		}
 	}
@@ -132,7 +134,7 @@ func URLs(list string) []string {
 			continue
 		}
 		rest := strings.TrimLeft(list[i+1:], " \t\r\n")
-		if rest == "" || startsURL(rest) || strings.HasPrefix(rest, ",") {
+		if rest == "" || startsURL(rest) {
 			add(list[start:i])
 			start = i + 1
 		}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,25 @@ ssl_options.fail_if_no_peer_cert = true`, port, inside(filepath.Join(dir, "good-
 	}
 	if _, err := Dial(ctx, DialConfig{URL: strings.Replace(url, "amqps", "amqp", 1), TLS: files}); err == nil || !strings.Contains(err.Error(), "not amqps://") {
 		t.Errorf("TLS files with amqp://: err = %v", err)
+	}
+}
+
+// TestURLsSplitOnlyAtANewURL: a list is cut only at a comma that starts a
+// new SCHEME:// URL, so a ',' in a password stays in its URL.
+func TestURLsSplitOnlyAtANewURL(t *testing.T) {
+	for in, want := range map[string][]string{
+		"amqp://u:a,b@h/":                      {"amqp://u:a,b@h/"},
+		"amqp://u:a,b@h/, amqps://v:c,,d@i/":   {"amqp://u:a,b@h/", "amqps://v:c,,d@i/"},
+		"amqp://a/,,amqp://b/,":                {"amqp://a/", "amqp://b/"},
+		"amqp://u:p@a/,http://u:secret@b/":     {"amqp://u:p@a/", "http://u:secret@b/"},
+		"amqp://u:x,amqp@a/":                   {"amqp://u:x,amqp@a/"},
+		" amqp://u:p,1@a:5672/vh , AMQP://b/ ": {"amqp://u:p,1@a:5672/vh", "AMQP://b/"},
+	} {
+		if got := URLs(in); !slices.Equal(got, want) {
+			t.Errorf("URLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if err := CheckURLs("amqp://u:12,34/pw@h:5672/"); err == nil || strings.Contains(err.Error(), "34") || strings.Contains(err.Error(), "pw") {
+		t.Errorf("CheckURLs of an unencoded '/' in a password: %v", err)
 	}
 }
