@@ -23,6 +23,12 @@ import (
 // unacked segments go back to the queue for the owner to finish.
 const HdrClaim = "segmq-claim"
 
+// HdrClaimAt is when the claim was made, in Unix nanoseconds: the
+// earliest claim wins (ties: the smaller owner). Queue order is not used:
+// concurrent readers of the registry requeue what they got, which can
+// reorder it.
+const HdrClaimAt = "segmq-claim-at"
+
 // claim is one claim marker read from the registry, in queue order.
 type claim struct {
 	key   doneKey
@@ -59,8 +65,8 @@ func (r *receiver) owner() string {
 
 // checkClaim runs before the first ack of the bound transfer's segments
 // in this process. It reads the registry; with no claim of this owner
-// there, it publishes one (confirmed) and reads again. The first claim in
-// queue order wins; a consumer that is not its owner refuses with a
+// there, it publishes one (confirmed) and reads again. The earliest claim
+// (HdrClaimAt) wins; a consumer that is not its owner refuses with a
 // ClaimError before acking anything. A registry that cannot be read or
 // written is a warning, as for done markers: the consumer goes on.
 func (r *receiver) checkClaim() error {
@@ -92,8 +98,8 @@ func (r *receiver) checkClaim() error {
 			if claims[i].key != key {
 				continue
 			}
-			if win == nil {
-				win = &claims[i]
+			if c := &claims[i]; win == nil || c.at.Before(win.at) || c.at.Equal(win.at) && c.owner < win.owner {
+				win = c
 			}
 			mine = mine || claims[i].owner == r.owner()
 		}
@@ -140,7 +146,7 @@ func (r *receiver) publishClaim(b *binding) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dc, err := r.ch.PublishWithDeferredConfirmWithContext(ctx, "", r.cfg.Topology.DoneQueue(), false, false, amqp.Publishing{
-		Headers:      amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: r.owner()},
+		Headers:      amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: r.owner(), HdrClaimAt: time.Now().UnixNano()},
 		Body:         []byte("claim " + b.Transfer + "/" + b.Run + " by " + r.owner()),
 		ContentType:  "text/plain",
 		DeliveryMode: amqp.Persistent,
@@ -186,7 +192,11 @@ func (r *receiver) readRegistry(conn *amqp.Connection) (map[doneKey]doneInfo, []
 		}
 		run, _ := d.Headers[HdrRun].(string)
 		if owner, ok := d.Headers[HdrClaim].(string); ok {
-			claims = append(claims, claim{key: doneKey{tr, run}, owner: owner, at: d.Timestamp})
+			at := d.Timestamp
+			if n, ok := asInt(d.Headers[HdrClaimAt]); ok {
+				at = time.Unix(0, n)
+			}
+			claims = append(claims, claim{key: doneKey{tr, run}, owner: owner, at: at})
 			continue
 		}
 		info := doneInfo{}

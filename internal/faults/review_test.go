@@ -4,6 +4,8 @@ package faults
 // states what a user should see and fails on the branch.
 
 import (
+	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,7 +56,9 @@ func TestReviewSACTakeoverByOtherOutLosesSegments(t *testing.T) {
 // after a reconnect (checkQueue: `case r.res.Reconnects == 0`). A network
 // blip on the first consumer's connection is enough: the second starts
 // during it (sees 1 consumer: itself), the first reconnects and does not
-// check, and the two split the transfer; neither finishes.
+// check, and the two split the transfer; neither finishes. Now the
+// claim in QUEUE.done decides (the earliest claim owns the run): one
+// restores, the other acks nothing and refuses naming the owner.
 func TestReviewLegacyQueueSplitAfterReconnect(t *testing.T) {
 	f := newFixture(t, 20_000)
 	conn, err := amqp.Dial(f.url)
@@ -78,12 +82,22 @@ func TestReviewLegacyQueueSplitAfterReconnect(t *testing.T) {
 	px.SetDown(false)
 	waitConsumers(t, f, 2, first)
 	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss), 0, time.Minute)
+	// Both consumers were attached before the transfer was published, so
+	// either may own it: the claim decides. Required: exactly one restores
+	// the exact file, the other refuses naming the owner, nothing is split.
 	c1, c2 := first.wait(t, 2*time.Minute), second.wait(t, 2*time.Minute)
+	winner, loser, out := first, second, f.out()
 	if c1 != 0 {
-		t.Fatalf("first consumer exited %d, second %d: the transfer was split between two consumers on a queue without single-active-consumer, with no refusal.\nfirst:\n%s\nsecond:\n%s",
+		winner, loser, out = second, first, filepath.Join(f.dir, "other.bin")
+	}
+	if (c1 == 0) == (c2 == 0) || !strings.Contains(loser.out.String(), "is being restored by ") {
+		t.Fatalf("first consumer exited %d, second %d: want exactly one to restore and the other to refuse naming the owner.\nfirst:\n%s\nsecond:\n%s",
 			c1, c2, tail(first.out.String(), 1500), tail(second.out.String(), 1500))
 	}
-	f.exact()
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("the consumer that exited 0 did not restore the exact file %s (%v):\n%s", out, err, tail(winner.out.String(), 1500))
+	}
 }
 
 func waitConsumers(t *testing.T, f *fixture, n int, p *proc) {
