@@ -83,8 +83,8 @@
 // dies or loses its connection once, nor two consumers on an old queue
 // after a reconnect: so before its first ack of a (transfer, run) a
 // consumer publishes a confirmed claim (owner: host and absolute --out) in
-// QUEUE.done and reads the registry again, twice; the first claim in queue
-// order owns the run, and any other consumer stops with a ClaimError
+// QUEUE.done and reads the registry again, twice; the earliest claim
+// owns the run, and any other consumer stops with a ClaimError
 // before acking a segment of it (what it holds unacked returns to the
 // queue; the owner, rerun on its .part, finishes). Quorum queues
 // carry a delivery limit that is never reached; on one created without
