@@ -194,10 +194,10 @@ func FuzzScanRow(f *testing.F) {
 
 // FuzzVerify: on any input the parallel Verify and the single-pass one
 // agree. Goroutine scheduling makes coverage vary from run to run, so the
-// engine keeps finding "new" inputs and minimizing them (60 s each by
-// default); run it with a short -fuzzminimizetime:
+// engine keeps finding "new" inputs and minimizing them; TestMain (main_test.go)
+// therefore makes the package's default -fuzzminimizetime 10x:
 //
-//	go test -run '^$' -fuzz FuzzVerify -fuzzminimizetime 10x ./snapfile
+//	go test -run '^$' -fuzz FuzzVerify -fuzztime 60s ./snapfile
 func FuzzVerify(f *testing.F) {
 	data := gen(f, 30, 1, 3)
 	f.Add(data)

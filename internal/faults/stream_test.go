@@ -33,7 +33,10 @@ func TestStreamRestartAndResets(t *testing.T) {
 		})
 		stream := []string{"--queue-type", "stream", "--timeout", "120s"}
 		out := func(i int) string { return filepath.Join(f.dir, fmt.Sprintf("restored%d.bin", i)) }
-		slow, _ := f.slowURL(10 << 20)
+		// 2 MiB/s: the ~21 MB publish takes ~10 s, so the broker's stop (a
+		// rabbitmqctl call takes seconds under load) lands mid-transfer; at
+		// 10 MiB/s the producer once finished first (reconnects=0).
+		slow, _ := f.slowURL(2 << 20)
 		cut, px := f.slowURL(40 << 20)
 		prod := f.start(slow, "producer", append([]string{"--in", f.in, "--mss", mss, "--confirm-window", "32"}, stream...)...)
 		time.Sleep(300 * time.Millisecond) // the stream exists once the producer has declared it
