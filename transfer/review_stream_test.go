@@ -113,16 +113,7 @@ func TestReviewStreamResumeRereadsSegmentsBeforeStart(t *testing.T) {
 // clear error again, not a silent wait.
 func TestReviewStreamRerunAfterEndMarkerErrorFailsAgain(t *testing.T) {
 	e := newStreamEnv(t)
-	data := randData(23, 10<<10)
-	m := segmqBodiesRun(t, "holey2", "0badc0d2", data, 1<<10)
-	entry := StreamTransfer{Transfer: "holey2", Run: "0badc0d2", Size: int64(len(data)), MSS: 1 << 10, Segments: uint32(len(m)), Started: time.Now()}
-	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindStart, entry); err != nil {
-		t.Fatal(err)
-	}
-	e.publish(append(m[:4:4], m[5:]...))
-	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindDone, entry); err != nil {
-		t.Fatal(err)
-	}
+	e.publishWithHole(t, "holey2", "0badc0d2", 23)
 	cfg := e.receiveCfg(e.dir + "/out.bin")
 	cfg.Timeout = 0
 	_, err := Receive(context.Background(), cfg)

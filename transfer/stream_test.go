@@ -254,14 +254,14 @@ func TestStreamSkipsCorruptCopyWithoutNack(t *testing.T) {
 	}
 }
 
-// TestStreamEndMarkerWithSegmentsMissing: the transfer's done marker
-// arrives and a segment never did: the consumer reads the stream once
-// more from its first message, then says what is missing, --out untouched.
-func TestStreamEndMarkerWithSegmentsMissing(t *testing.T) {
-	e := newStreamEnv(t)
-	data := randData(8, 10<<10)
-	m := segmqBodiesRun(t, "holey", "0badc0de", data, 1<<10)
-	entry := StreamTransfer{Transfer: "holey", Run: "0badc0de", Size: int64(len(data)), MSS: 1 << 10, Segments: uint32(len(m)), Started: time.Now()}
+// publishWithHole announces a transfer of 10 KiB (MSS 1 KiB) on the stream,
+// publishes every segment but seq 4, then announces it done: a done marker
+// that arrives with a segment missing. It returns the transfer's segment count.
+func (e *env) publishWithHole(t *testing.T, id, run string, seed uint64) int {
+	t.Helper()
+	data := randData(seed, 10<<10)
+	m := segmqBodiesRun(t, id, run, data, 1<<10)
+	entry := StreamTransfer{Transfer: id, Run: run, Size: int64(len(data)), MSS: 1 << 10, Segments: uint32(len(m)), Started: time.Now()}
 	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindStart, entry); err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +269,15 @@ func TestStreamEndMarkerWithSegmentsMissing(t *testing.T) {
 	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindDone, entry); err != nil {
 		t.Fatal(err)
 	}
+	return len(m)
+}
+
+// TestStreamEndMarkerWithSegmentsMissing: the transfer's done marker
+// arrives and a segment never did: the consumer reads the stream once
+// more from its first message, then says what is missing, --out untouched.
+func TestStreamEndMarkerWithSegmentsMissing(t *testing.T) {
+	e := newStreamEnv(t)
+	segments := e.publishWithHole(t, "holey", "0badc0de", 8)
 	cfg := e.receiveCfg(e.dir + "/out.bin")
 	res, err := Receive(context.Background(), cfg)
 	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "first missing [4]") || !strings.Contains(err.Error(), "end marker") {
@@ -277,7 +286,7 @@ func TestStreamEndMarkerWithSegmentsMissing(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "reading the stream again from its first message") {
 		t.Fatal("no rewind to the first message before giving up")
 	}
-	if res.Deliveries < 2*len(m) {
+	if res.Deliveries < 2*segments {
 		t.Fatalf("read %d messages; a rewind reads the stream twice", res.Deliveries)
 	}
 }
