@@ -160,20 +160,36 @@ func TestCrashNeverAcksWhatPowerLossLoses(t *testing.T) {
 				if err := r.maybeFlush(); err != nil {
 					t.Fatal(err)
 				}
+				if r.batch != nil && rng.IntN(2) == 0 { // the loop sees the background batch done
+					<-r.batchDone()
+					if err := r.ackDurable(); err != nil {
+						t.Fatal(err)
+					}
+				}
 				if rng.IntN(12) != 0 {
 					continue
 				}
 				// Pull the plug. The broker redelivers what was not acked.
+				// A batch being synced in the background finishes first
+				// (or the crash would race the test's own goroutine); it
+				// is never acked: the crash lands between its sync and
+				// its ack.
+				r.part.waitSync()
 				for t := range ch.pending {
 					queue = append(queue, ch.seqOf[t])
 				}
+				placed := r.part.asm.Received()
 				r.part.hash.stop() // the process is gone; nothing else of it runs
 				fs.CrashKeepSome(rng)
 				restarts++
 				tag = 0
 				r = newSession()
-				if got, want := r.part.resumed, uint32(len(ch.acked)); got != want {
-					t.Fatalf("restart %d resumed %d segments, %d were acked", restarts, got, want)
+				// Every acked segment is resumed (checkDurable proved it
+				// at each ack); a batch made durable but not yet acked
+				// may be resumed too, and its redelivered copies are then
+				// duplicates. Nothing unplaced is ever resumed.
+				if got, acked := r.part.resumed, uint32(len(ch.acked)); got < acked || got > placed {
+					t.Fatalf("restart %d resumed %d segments: %d were acked, %d placed", restarts, got, acked, placed)
 				}
 			}
 			if !r.part.asm.Complete() {

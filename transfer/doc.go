@@ -47,14 +47,18 @@
 //	         ─► held while beyond the reorder window (at most prefetch-1)
 //	flush    ─► first ack of the run in this process: claim it in QUEUE.done
 //	            (claim.go); another owner's claim first ─► ClaimError, no ack
-//	         ─► partFile.persist (fsync .part, journal append) ─► acker: done ─► ack
+//	         ─► partFile.startSync: fsync .part, then journal append, in the
+//	            background while the next batch is placed (one at a time)
+//	         ─► done (loop select, or the next flush waits) ─► acker: done ─► ack
 //	complete ─► cancel, settle what was prefetched ─► partFile.commit: size,
 //	            SHA-256, fsync, rename to --out ─► marker to QUEUE.done
 //
 // Each job has one owner:
 //   - partFile (partfile.go) owns OUT.part, its journal OUT.part.state and
-//     the lock OUT.part.lock; nothing is acked that persist has not made
-//     durable, and commit is the only way to --out.
+//     the lock OUT.part.lock; nothing is acked that a finished persist
+//     (persist, or startSync once its done is closed) has not made
+//     durable, and commit is the only way to --out. Only one persist runs
+//     at a time, and while it runs only it touches the journal.
 //   - classifier (classify.go) is a pure function of headers, body and the
 //     binding; a transfer is bound only by a segment that passed every
 //     check, so one bad message cannot capture the consumer.

@@ -57,6 +57,8 @@ type partFile struct {
 	sha  string   // the producer's SHA-256, once known
 	hash *hasher
 
+	syncing *pendingSync // a persist running in the background, or nil
+
 	runs      []segment.Run // placed since the last persist
 	shaDirty  bool          // sha learnt since the last persist
 	offset    int64         // streams: next offset to read, recorded; -1 none
@@ -300,11 +302,38 @@ func offsetRecord(off int64) journal.Record {
 // persist makes every placed segment durable and records it. Only after
 // it returns nil may their deliveries be acked.
 func (p *partFile) persist() error {
+	if err := p.waitSync(); err != nil {
+		return err
+	}
+	if s := p.startSync(); s != nil {
+		<-s.done
+		p.syncing = nil
+		return s.err
+	}
+	return nil
+}
+
+// pendingSync is one persist running in the background: the fsync of the
+// .part, then the journal records that say what it made durable. done is
+// closed when it has finished; err is then its result.
+type pendingSync struct {
+	done chan struct{}
+	err  error
+}
+
+// startSync starts persisting, in the background, everything placed so
+// far, and returns it (nil: nothing to persist). Placement may go on
+// meanwhile: the fsync covers every write made before it, and the journal
+// records only what was placed before startSync. At most one runs at a
+// time: the caller waits for it (waitSync, or its done) before the next
+// startSync, and before any ack of what it covers. While it runs, only it
+// touches the journal.
+func (p *partFile) startSync() *pendingSync {
+	if p.syncing != nil {
+		panic("internal error: a persist is already running")
+	}
 	if p.b == nil || (len(p.runs) == 0 && !p.shaDirty && !p.offDirty) {
 		return nil
-	}
-	if err := p.f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", p.path, err)
 	}
 	var recs []journal.Record
 	if p.shaDirty {
@@ -316,27 +345,62 @@ func (p *partFile) persist() error {
 	if p.offDirty { // after the placements it covers
 		recs = append(recs, offsetRecord(p.offset))
 	}
-	if err := p.jr.Append(recs...); err != nil {
-		return err
-	}
-	p.runs, p.shaDirty, p.offDirty = p.runs[:0], false, false
 	// Appends are small; rewrite the journal as one received set when
 	// they outgrow it, so it never costs more than a few times the set.
-	set := int64(p.asm.Total())/8 + 64
-	if p.jr.Size() > max(4*set, 1<<20) {
-		return p.compact()
+	// The set is taken now: exactly what the fsync below covers.
+	var rewrite []journal.Record
+	grown := p.jr.Size()
+	for _, r := range recs {
+		grown += int64(len(r.Data)) + 16
 	}
-	return nil
+	if set := int64(p.asm.Total())/8 + 64; grown > max(4*set, 1<<20) {
+		var err error
+		if rewrite, err = p.compaction(); err != nil {
+			p.syncing = &pendingSync{done: closedDone, err: err}
+			return p.syncing
+		}
+	}
+	p.runs, p.shaDirty, p.offDirty = p.runs[:0], false, false
+	s := &pendingSync{done: make(chan struct{})}
+	p.syncing = s
+	f, jr, path := p.f, p.jr, p.path
+	go func() {
+		defer close(s.done)
+		if err := f.Sync(); err != nil {
+			s.err = fmt.Errorf("fsync %s: %w", path, err)
+			return
+		}
+		if rewrite != nil {
+			s.err = jr.Rewrite(rewrite...)
+		} else {
+			s.err = jr.Append(recs...)
+		}
+	}()
+	return s
 }
 
-func (p *partFile) compact() error {
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// waitSync waits for the running persist, if any, and returns its error.
+func (p *partFile) waitSync() error {
+	s := p.syncing
+	if s == nil {
+		return nil
+	}
+	<-s.done
+	p.syncing = nil
+	return s.err
+}
+
+// compaction is the whole journal as one received set.
+func (p *partFile) compaction() ([]journal.Record, error) {
 	js, err := json.Marshal(p.b)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	set, err := p.asm.MarshalBinary()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	recs := []journal.Record{{Type: recBinding, Data: js}, {Type: recSet, Data: set}}
 	if p.sha != "" {
@@ -345,7 +409,7 @@ func (p *partFile) compact() error {
 	if p.offset >= 0 {
 		recs = append(recs, offsetRecord(p.offset))
 	}
-	return p.jr.Rewrite(recs...)
+	return recs, nil
 }
 
 func encodePlaced(f segment.Facts, runs []segment.Run) []byte {
@@ -431,6 +495,9 @@ var ErrNoDigest = errors.New("the producer's SHA-256 never arrived")
 // SHA-256 and, only when they match (or for a seed-format transfer, which
 // has neither), puts it at out. It returns the digest and size found.
 func (p *partFile) commit() (sum string, n int64, err error) {
+	if err := p.waitSync(); err != nil {
+		return "", 0, err
+	}
 	size, _ := p.asm.Size()
 	if err := p.f.Truncate(size); err != nil { // a resumed .part may be longer
 		return "", 0, err
@@ -470,6 +537,9 @@ func (p *partFile) commit() (sum string, n int64, err error) {
 // close releases everything; the files stay for a resume unless commit
 // put the result in place.
 func (p *partFile) close() {
+	if err := p.waitSync(); err != nil {
+		p.log.Debug("persist on the way out", "err", err)
+	}
 	if p.hash != nil {
 		p.hash.stop()
 	}

@@ -160,9 +160,11 @@ type receiver struct {
 	tag     string // consumer tag
 	acks    *acker
 	returns <-chan amqp.Return
-	placed  []uint64  // delivery tags placed (or duplicate) since the last persist
-	parked  []heldSeg // beyond the reorder window, unacked
-	moves   []move    // copies published to the tail, awaiting confirm
+	placed  []uint64   // delivery tags placed (or duplicate) since the last persist
+	batch   *batchSync // the last batch, being made durable in the background
+	spare   []uint64   // a reaped batch's tags, reused for placed
+	parked  []heldSeg  // beyond the reorder window, unacked
+	moves   []move     // copies published to the tail, awaiting confirm
 
 	parkCap    int
 	unproduct  int // set-asides since the last placement, or the last pause
@@ -281,8 +283,13 @@ func Receive(ctx context.Context, cfg ReceiveConfig) (ReceiveResult, error) {
 // closes a channel that still works, it makes what it placed durable and
 // acks it, so a rerun does not receive it again.
 func (r *receiver) session(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel, info sessionInfo) (err error) {
+	// A batch still being made durable belongs to the last channel: its
+	// delivery tags mean nothing on this one, and the broker redelivers it.
+	if err := r.part.waitSync(); err != nil {
+		return err
+	}
 	r.conn, r.ch, r.acks = conn, ch, &acker{ch: ch}
-	r.placed, r.parked, r.moves = r.placed[:0], nil, nil
+	r.placed, r.parked, r.moves, r.batch = r.placed[:0], nil, nil, nil
 	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {
 		return lost(fmt.Errorf("set prefetch: %w", err))
 	}
@@ -354,13 +361,17 @@ func (r *receiver) loop(ctx context.Context, deliveries <-chan amqp.Delivery, cl
 			} else if err := r.maybeFlush(); err != nil {
 				return err
 			}
+		case <-r.batchDone():
+			if err := r.ackDurable(); err != nil {
+				return err
+			}
 		case e := <-closed:
 			return closeError(e)
 		case ret := <-r.returns:
 			return lost(fmt.Errorf("a segment moved to the tail was returned unroutable (%d %s): was queue %s deleted?", ret.ReplyCode, ret.ReplyText, r.cfg.Topology.Name()))
 		case <-tick.C:
 			if time.Since(r.lastFlush) >= r.cfg.AckInterval || len(r.moves) > 0 {
-				if err := r.flush(false); err != nil {
+				if err := r.flushBackground(); err != nil {
 					return err
 				}
 			}
@@ -710,14 +721,18 @@ func (r *receiver) dead(d amqp.Delivery, reason, transfer string) error {
 	return nil
 }
 
-// maybeFlush flushes a full batch, or when the unsettled deliveries fill
-// the prefetch: then the broker sends nothing more until some are acked.
+// maybeFlush flushes a full batch in the background, or at once when the
+// unsettled deliveries fill the prefetch: then the broker sends nothing
+// more until some are acked.
 func (r *receiver) maybeFlush() error {
 	full := r.acks.unsettled() >= r.cfg.Prefetch
-	if len(r.placed) < r.cfg.AckEvery && !full {
-		return nil
+	switch {
+	case full:
+		return r.flush(true)
+	case len(r.placed) >= r.cfg.AckEvery:
+		return r.flushBackground()
 	}
-	return r.flush(full)
+	return nil
 }
 
 // flush persists what is placed, and only then acks it, together with
@@ -725,6 +740,9 @@ func (r *receiver) maybeFlush() error {
 // outstanding move to be confirmed.
 func (r *receiver) flush(wait bool) error {
 	r.lastFlush = time.Now()
+	if err := r.reap(true); err != nil {
+		return err
+	}
 	if len(r.placed) > 0 {
 		if err := r.checkClaim(); err != nil {
 			return err
@@ -738,6 +756,88 @@ func (r *receiver) flush(wait bool) error {
 	}
 	r.placed = r.placed[:0]
 	if err := r.settleMoves(wait); err != nil {
+		return err
+	}
+	return r.acks.ackDone()
+}
+
+// batchSync is a batch of deliveries whose segments are being made
+// durable in the background (partFile.startSync); they are acked when it
+// is done, never before.
+type batchSync struct {
+	sync *pendingSync
+	tags []uint64
+}
+
+// flushBackground acks the last batch once it is durable (waiting for it
+// if need be), then starts making what is placed since durable in the
+// background and returns: the next batch is received and written while
+// the disk syncs this one, where flush would stop for it. The loop acks
+// the batch when it is done (ackDurable).
+func (r *receiver) flushBackground() error {
+	r.lastFlush = time.Now()
+	if err := r.reap(true); err != nil {
+		return err
+	}
+	if len(r.placed) > 0 {
+		if err := r.checkClaim(); err != nil {
+			return err
+		}
+	}
+	if s := r.part.startSync(); s != nil {
+		r.batch = &batchSync{sync: s, tags: r.placed}
+		r.placed = r.spare[:0]
+		r.spare = nil
+	} else { // duplicates only: nothing new to make durable
+		for _, t := range r.placed {
+			r.acks.done(t)
+		}
+		r.placed = r.placed[:0]
+	}
+	if err := r.settleMoves(false); err != nil {
+		return err
+	}
+	return r.acks.ackDone()
+}
+
+// batchDone is closed when the background batch is durable; nil (never
+// ready) when there is none.
+func (r *receiver) batchDone() <-chan struct{} {
+	if r.batch == nil {
+		return nil
+	}
+	return r.batch.sync.done
+}
+
+// reap waits for the background batch (without block: only if it is
+// already done) and marks its deliveries safe to ack; an error of its
+// fsync or journal append is returned, and nothing of it is acked.
+func (r *receiver) reap(block bool) error {
+	b := r.batch
+	if b == nil {
+		return nil
+	}
+	if !block {
+		select {
+		case <-b.sync.done:
+		default:
+			return nil
+		}
+	}
+	r.batch = nil
+	if err := r.part.waitSync(); err != nil {
+		return err
+	}
+	for _, t := range b.tags {
+		r.acks.done(t)
+	}
+	r.spare = b.tags[:0]
+	return nil
+}
+
+// ackDurable acks the background batch if it is durable.
+func (r *receiver) ackDurable() error {
+	if err := r.reap(false); err != nil {
 		return err
 	}
 	return r.acks.ackDone()
