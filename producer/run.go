@@ -24,6 +24,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	id := fs.String("transfer", "", "transfer id (default: a new random id)")
 	resume := fs.Bool("resume", false, "continue the interrupted transfer recorded in the state file (same transfer id; only unconfirmed segments are sent)")
 	state := fs.String("state", "", "progress file for --resume (default IN.segmq-send; - for none)")
+	rehash := fs.Bool("rehash", false, "hash the file even when IN.sha256 (written by snapshot gen and dump) records its SHA-256 for the file's current size and mtime; by default that digest is sent and the file is not hashed again")
 	timeout := fs.Duration("timeout", 0, "give up when no segment is confirmed for this long, e.g. while the broker is down (0 = retry for ever)")
 	verbose := fs.Bool("v", false, "debug logging")
 	var prof cli.Profile
@@ -63,14 +64,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	log := prog.Logger(*verbose) // log lines go above the bar, not through it
 	res, err := transfer.Send(ctx, *in, transfer.SendConfig{
 		Dial: dial, Topology: topo, MSS: *mss, ConfirmWindow: *window, Transfer: *id, Raw: *raw, Compress: *compress,
-		Resume: *resume, State: *state, Timeout: *timeout,
+		Resume: *resume, State: *state, Timeout: *timeout, Rehash: *rehash,
 		Log: log, Progress: prog.Set,
 	})
 	prog.Done()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), wire bytes %d, republished %d, resumed %d, reconnects %d, sha256 %s\n",
-		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.WireBytes, res.Republished, res.Resumed, res.Reconnects, res.SHA256)
+	from := ""
+	if res.DigestFrom != "" {
+		from = " (from " + res.DigestFrom + ")"
+	}
+	fmt.Fprintf(stdout, "sent transfer %s: %d segments, %d bytes in %s (%s), wire bytes %d, republished %d, resumed %d, reconnects %d, sha256 %s%s\n",
+		res.Transfer, res.Segments, res.Bytes, res.Elapsed.Round(1e6), cli.Rate(res.Bytes, res.Elapsed), res.WireBytes, res.Republished, res.Resumed, res.Reconnects, res.SHA256, from)
 	return nil
 }

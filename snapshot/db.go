@@ -13,7 +13,7 @@ import (
 	"github.com/segmq/segmq/dbsnap/pg"
 	"github.com/segmq/segmq/dbsnap/sqlite"
 	"github.com/segmq/segmq/internal/cli"
-	"github.com/segmq/segmq/internal/fsutil"
+	"github.com/segmq/segmq/snapfile"
 )
 
 // The database subcommands: dump, restore, verify --db.
@@ -81,7 +81,7 @@ func parseDB(flagValue string) (target, error) {
 func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := cli.FlagSet("snapshot dump", dumpUsage, stderr)
 	db := fs.String("db", "", dbFlagHelp)
-	out := fs.String("out", "", "output file (required); written to FILE.tmp and renamed when complete")
+	out := fs.String("out", "", "output file (required); written to FILE.tmp and renamed when complete, then its SHA-256 to FILE.sha256")
 	tables := fs.String("tables", "", "comma-separated tables to dump (SQL names: orders, public.orders, \"My Table\"); default all")
 	schema := fs.String("schema", "", "dump the tables of this schema only")
 	workers := fs.Int("workers", 2, "PostgreSQL: connections reading in parallel, all in one snapshot; big tables are split by ctid ranges")
@@ -115,7 +115,7 @@ func runDump(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	o.Progress = prog.Set
 	start := time.Now()
 	var st pg.DumpStats
-	err = fsutil.WriteAtomic(*out, func(f *os.File) error {
+	err = snapfile.WriteWithSidecar(*out, func(f io.Writer) error {
 		if db0.sqlite != "" {
 			s, err := sqlite.Dump(ctx, f, sqlite.DumpOptions{Path: db0.sqlite, Tables: o.Tables, Progress: prog.Set})
 			st = pg.DumpStats(s)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/segmq/segmq/internal/cli"
-	"github.com/segmq/segmq/internal/fsutil"
 	"github.com/segmq/segmq/snapfile"
 )
 
@@ -50,7 +49,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	records := fs.Int64("records", -1, "number of rows to generate (required)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "encoder goroutines; the bytes do not depend on it")
 	seed := fs.Uint64("seed", 1, "seed; the same seed gives the same bytes")
-	out := fs.String("out", "", "output file (required); written to a temporary file beside it and renamed when complete")
+	out := fs.String("out", "", "output file (required); written to a temporary file beside it and renamed when complete, then its SHA-256 to FILE.sha256")
 	profile := fs.String("profile", "default", "row contents: default, or low-entropy (repetitive rows, for measuring compression)")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
@@ -70,7 +69,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	start := time.Now()
 	prog := cli.NewCountProgress(stderr, nil, "gen", *records, "rows")
 	var st snapfile.Stats
-	err := fsutil.WriteAtomic(*out, func(f *os.File) error {
+	err := snapfile.WriteWithSidecar(*out, func(f io.Writer) error {
 		var err error
 		st, err = snapfile.Gen(ctx, f, snapfile.GenOptions{Rows: *records, Workers: *workers, Seed: *seed, LowEntropy: *profile == "low-entropy", Progress: prog.Set})
 		return err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/binary"
 	"os"
 	"os/exec"
@@ -42,6 +44,16 @@ func TestGenWorkersIdentical(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*.tmp")); len(left) > 0 {
 		t.Fatalf("gen left temporary files behind: %v", left)
+	}
+	// Beside each snapshot, its SHA-256 as sha256sum writes it (and with
+	// the size and mtime the producer checks before it trusts it).
+	side, err := os.ReadFile(filepath.Join(dir, "w1.snap.sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(one)
+	if want := hex.EncodeToString(sum[:]) + "  w1.snap\n"; !strings.HasSuffix(string(side), want) {
+		t.Fatalf("w1.snap.sha256 = %q, want it to end %q", side, want)
 	}
 }
 

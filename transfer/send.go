@@ -23,6 +23,7 @@ import (
 	"github.com/segmq/segmq/internal/vfs"
 	"github.com/segmq/segmq/rabbit"
 	"github.com/segmq/segmq/segment"
+	"github.com/segmq/segmq/snapfile"
 )
 
 // Defaults and limits for SendConfig. MaxMSS is segment.MaxMSS: one set
@@ -59,7 +60,11 @@ type SendConfig struct {
 	// Timeout ends the run when no segment has been confirmed for this
 	// long: while the broker stays down, or keeps refusing (nacking)
 	// publishes; 0 means retry for ever.
-	Timeout  time.Duration
+	Timeout time.Duration
+	// Rehash hashes the file even when a sidecar (IN.sha256, written by
+	// snapshot gen and dump) records its SHA-256 for its current size and
+	// mtime; by default that digest is sent and the file is not hashed.
+	Rehash   bool
 	Log      *slog.Logger
 	Progress func(bytes int64)
 
@@ -96,6 +101,7 @@ type SendResult struct {
 	Bytes       int64
 	WireBytes   int64 // payload bytes published this run, after compression (republishes not counted)
 	SHA256      string
+	DigestFrom  string // the sidecar the SHA-256 was taken from; "" when the file was hashed
 	Republished int    // segments published again (nacks, reconnects)
 	Resumed     uint32 // segments already confirmed by an earlier run
 	Reconnects  int
@@ -108,6 +114,16 @@ func NewTransferID() string {
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// knownDigest stands in for the SHA-256 when the digest is known before
+// the send (a sidecar): it hashes nothing and sums to that digest.
+type knownDigest []byte
+
+func (k knownDigest) Write(p []byte) (int, error) { return len(p), nil }
+func (k knownDigest) Sum(b []byte) []byte         { return append(b, k...) }
+func (knownDigest) Reset()                        {}
+func (knownDigest) Size() int                     { return sha256.Size }
+func (knownDigest) BlockSize() int                { return sha256.BlockSize }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
@@ -184,6 +200,16 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	}
 	if resumed == nil {
 		p.st.Run = NewRun() // a new run even when --transfer reuses an id
+	}
+	if !cfg.Rehash {
+		switch sum, err := snapfile.ReadSidecar(path, fi); {
+		case err == nil:
+			raw, _ := hex.DecodeString(sum)
+			p.sha, p.res.DigestFrom = knownDigest(raw), path+snapfile.SidecarSuffix
+			log.Info("sending the SHA-256 recorded beside the file; the file is not hashed again (--rehash hashes it)", "sidecar", p.res.DigestFrom, "sha256", sum)
+		case !errors.Is(err, os.ErrNotExist):
+			log.Warn("ignoring the digest sidecar; hashing the file", "reason", err)
+		}
 	}
 	if err := p.hashPrefix(); err != nil {
 		return SendResult{}, err
