@@ -12,23 +12,13 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
+	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
 	"github.com/segmq/segmq/dbsnap/pg"
 	"github.com/segmq/segmq/internal/pgtest"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		// Every connection, COPY goroutine and worker is gone.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(dbsnaptest.Main(m)) }
 
 func newFile(t *testing.T, stmts ...string) string {
 	t.Helper()
@@ -103,13 +93,7 @@ func dumpFile(t *testing.T, path string) []byte {
 
 func mustEqual(t *testing.T, snap []byte, path string) {
 	t.Helper()
-	c, err := Compare(context.Background(), bytes.NewReader(snap), path)
-	if err != nil {
-		t.Fatalf("compare: %v", err)
-	}
-	if !c.Equal() {
-		t.Fatalf("database differs from the snapshot: %s", c.FirstDifference)
-	}
+	dbsnaptest.MustEqual(t, Compare, snap, path)
 }
 
 var sqliteSchema = []string{
