@@ -240,17 +240,7 @@ func TestExactSecondConsumerSameOut(t *testing.T) {
 // depth returns the number of ready messages in a queue.
 func depth(t *testing.T, queue string) int {
 	t.Helper()
-	conn, err := amqp.Dial(brokertest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	q, err := brokertest.Inspect(t, brokertest.URL(t), queue)
 	if err != nil {
 		t.Fatalf("inspect %s: %v", queue, err)
 	}
