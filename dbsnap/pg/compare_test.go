@@ -3,17 +3,15 @@ package pg
 import (
 	"bytes"
 	"context"
-	"regexp"
 	"testing"
 
+	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
 	"github.com/segmq/segmq/internal/pgtest"
 )
 
 // TestCompareNamesTheFirstDifference: verify --db names the table and the
 // row that differ, whichever side has the row: a changed row, a missing
 // one, an extra one, and a table whose shape changed (no row search).
-var digests = regexp.MustCompile(`[0-9a-f]{16}…, database [0-9a-f]{16}…`)
-
 func TestCompareNamesTheFirstDifference(t *testing.T) {
 	src := pgtest.NewDB(t)
 	mustExec(t, src,
@@ -46,7 +44,7 @@ func TestCompareNamesTheFirstDifference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fd := digests.ReplaceAllString(got.FirstDifference, "…")
+			fd := dbsnaptest.FirstDifference(got)
 			if fd != c.want {
 				t.Errorf("first difference\n got %s\nwant %s", got.FirstDifference, c.want)
 			}

@@ -37,11 +37,8 @@ type RestoreOptions struct {
 	Logger *slog.Logger
 }
 
-// RestoreStats describes a finished restore.
-type RestoreStats struct {
-	Tables int
-	Rows   int64
-}
+// RestoreStats is dbsnap's.
+type RestoreStats = dbsnap.RestoreStats
 
 // ErrExists is a table or type of the snapshot that exists in the target.
 var ErrExists = errors.New("pg: already exists in the target (use --clean to replace it)")

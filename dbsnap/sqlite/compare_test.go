@@ -5,11 +5,10 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
-	"regexp"
 	"testing"
-)
 
-var digests = regexp.MustCompile(`[0-9a-f]{16}…, database [0-9a-f]{16}…`)
+	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
+)
 
 // TestCompareNamesTheFirstDifference: verify --db names the table and the
 // row that differ, whichever side has the row: a changed row, a missing
@@ -56,7 +55,7 @@ func TestCompareNamesTheFirstDifference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fd := digests.ReplaceAllString(got.FirstDifference, "…"); fd != c.want {
+			if fd := dbsnaptest.FirstDifference(got); fd != c.want {
 				t.Errorf("first difference\n got %s\nwant %s", got.FirstDifference, c.want)
 			}
 			if len(got.Tables) != 2 || got.Tables[0].Name != "a" || got.Tables[1].Name != "b" || got.Tables[1].Problem != c.bProblem {

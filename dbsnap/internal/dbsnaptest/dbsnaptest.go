@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -47,4 +48,13 @@ func MustEqual(t testing.TB, compare Compare, snap []byte, db string) {
 	if !c.Equal() {
 		t.Fatalf("database differs from the snapshot: %s", c.FirstDifference)
 	}
+}
+
+var digests = regexp.MustCompile(`[0-9a-f]{16}…, database [0-9a-f]{16}…`)
+
+// FirstDifference is c.FirstDifference with the digests of "digests
+// differ (snapshot D1…, database D2…)" cut to "(snapshot …)", for tests
+// that compare it with a fixed text.
+func FirstDifference(c *dbsnap.Comparison) string {
+	return digests.ReplaceAllString(c.FirstDifference, "…")
 }
