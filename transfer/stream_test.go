@@ -43,15 +43,8 @@ type streamMessage struct {
 // the done marker of transfer.
 func (e *env) readStream(transfer string) []streamMessage {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := e.channel()
+	defer ch.Close()
 	if err := ch.Qos(100, 0, false); err != nil {
 		e.t.Fatal(err)
 	}
@@ -104,18 +97,25 @@ func (e *env) declare(topo rabbit.Topology) {
 // would; QUEUE.index stays.
 func (e *env) deleteStream() {
 	e.t.Helper()
+	if _, err := e.channel().QueueDelete(e.topo.Name(), false, false, false); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// channel is a channel on a connection of its own, both closed when the
+// test ends.
+func (e *env) channel() *amqp.Channel {
+	e.t.Helper()
 	conn, err := amqp.Dial(e.url)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer conn.Close()
+	e.t.Cleanup(func() { conn.Close() })
 	ch, err := conn.Channel()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := ch.QueueDelete(e.topo.Name(), false, false, false); err != nil {
-		e.t.Fatal(err)
-	}
+	return ch
 }
 
 // receiveStopped runs Receive and stops it (as SIGINT does) once n
