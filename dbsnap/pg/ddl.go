@@ -15,6 +15,37 @@ import (
 // execFunc runs one statement; what names it in an error.
 type execFunc func(what, q string, args ...any) error
 
+// columnDef is column c's definition in a CREATE TABLE, its type and
+// default mapped by typ and expr to the schema the table is in, an
+// identity's sequence named seq. serial reports a sequence that is not an
+// identity's, which the caller creates and attaches itself.
+func columnDef(c *pb.Column, typ, expr func(string) string, seq string) (def string, serial bool) {
+	ty, castAfter, _ := targetType(c)
+	d := ident(c.GetName()) + " " + typ(ty)
+	if !c.GetNullable() {
+		d += " NOT NULL"
+	}
+	if c.GetDefaultExpr() != "" && !castAfter {
+		d += " DEFAULT " + expr(c.GetDefaultExpr())
+	}
+	if g := c.GetGeneratedExpr(); g != "" {
+		d += " GENERATED ALWAYS AS (" + g + ") STORED"
+	}
+	if s := c.GetSequence(); s != nil {
+		switch c.GetIdentity() {
+		case "a", "d":
+			kind := "ALWAYS"
+			if c.GetIdentity() == "d" {
+				kind = "BY DEFAULT"
+			}
+			d += fmt.Sprintf(" GENERATED %s AS IDENTITY (SEQUENCE NAME %s %s)", kind, seq, seqOptions(s))
+		default:
+			serial = true
+		}
+	}
+	return d, serial
+}
+
 // castColumns is the ALTER TABLE that gives the text-form columns of t
 // their declared types (and then their defaults), or "" when t has none.
 // typ and expr map a type name and a default expression to the schema
@@ -67,6 +98,16 @@ func indexDef(t *pb.Table, ix *pb.Index, table string) (def string, own bool, er
 	return fmt.Sprintf("CREATE %sINDEX %s ON %s (%s)", u, ident(ix.GetName()), table, identList(ix.GetColumns())), false, nil
 }
 
+// addConstraint adds constraint c to table t.
+func addConstraint(t *pb.Table, c *pb.Constraint, exec execFunc) error {
+	def, err := constraintDef(t, c)
+	if err != nil {
+		return err
+	}
+	return exec(fmt.Sprintf("constraint %s on %s", c.GetName(), displayTable(t)),
+		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", qualified(t), ident(c.GetName()), def))
+}
+
 // addForeignKeys adds the foreign keys of every table, once the keys they
 // reference exist.
 func addForeignKeys(tables []*pb.Table, exec execFunc) error {
@@ -75,12 +116,7 @@ func addForeignKeys(tables []*pb.Table, exec execFunc) error {
 			if c.GetKind() != pb.ConstraintKind_CONSTRAINT_KIND_FOREIGN_KEY {
 				continue
 			}
-			def, err := constraintDef(t, c)
-			if err != nil {
-				return err
-			}
-			if err := exec(fmt.Sprintf("constraint %s on %s", c.GetName(), displayTable(t)),
-				fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", qualified(t), ident(c.GetName()), def)); err != nil {
+			if err := addConstraint(t, c, exec); err != nil {
 				return err
 			}
 		}

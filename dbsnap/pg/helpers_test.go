@@ -17,13 +17,7 @@ func TestMain(m *testing.M) { os.Exit(dbsnaptest.Main(m)) }
 
 func mustConn(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	return conn
+	return dbsnaptest.Conn(t, url)
 }
 
 func mustExec(t *testing.T, url string, sql ...string) {

@@ -413,28 +413,13 @@ func createStaging(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, sg *s
 		var defs []string
 		var serials []*pb.Column
 		for _, c := range t.Columns {
-			typ, castAfter, _ := targetType(c)
-			d := ident(c.GetName()) + " " + sg.typ(typ)
-			if !c.GetNullable() {
-				d += " NOT NULL"
-			}
-			if c.GetDefaultExpr() != "" && !castAfter {
-				d += " DEFAULT " + sg.expr(c.GetDefaultExpr())
-			}
-			if g := c.GetGeneratedExpr(); g != "" {
-				d += " GENERATED ALWAYS AS (" + g + ") STORED"
-			}
+			var seq string
 			if s := c.GetSequence(); s != nil {
-				switch c.GetIdentity() {
-				case "a", "d":
-					kind := "ALWAYS"
-					if c.GetIdentity() == "d" {
-						kind = "BY DEFAULT"
-					}
-					d += fmt.Sprintf(" GENERATED %s AS IDENTITY (SEQUENCE NAME %s %s)", kind, ident(stg, s.GetName()), seqOptions(s))
-				default:
-					serials = append(serials, c)
-				}
+				seq = ident(stg, s.GetName())
+			}
+			d, serial := columnDef(c, sg.typ, sg.expr, seq)
+			if serial {
+				serials = append(serials, c)
 			}
 			defs = append(defs, d)
 		}

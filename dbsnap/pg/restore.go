@@ -187,29 +187,15 @@ func createTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 	for _, t := range sr.Tables {
 		var defs []string
 		var serials []*pb.Column
+		same := func(s string) string { return s }
 		for _, c := range t.Columns {
-			typ, castAfter, _ := targetType(c)
-			d := ident(c.GetName()) + " " + typ
-			if !c.GetNullable() {
-				d += " NOT NULL"
-			}
-			if c.GetDefaultExpr() != "" && !castAfter {
-				d += " DEFAULT " + c.GetDefaultExpr()
-			}
-			if g := c.GetGeneratedExpr(); g != "" {
-				d += " GENERATED ALWAYS AS (" + g + ") STORED"
-			}
+			var seq string
 			if s := c.GetSequence(); s != nil {
-				switch c.GetIdentity() {
-				case "a", "d":
-					kind := "ALWAYS"
-					if c.GetIdentity() == "d" {
-						kind = "BY DEFAULT"
-					}
-					d += fmt.Sprintf(" GENERATED %s AS IDENTITY (SEQUENCE NAME %s %s)", kind, ident(schemaOf(s.GetSchema()), s.GetName()), seqOptions(s))
-				default:
-					serials = append(serials, c)
-				}
+				seq = ident(schemaOf(s.GetSchema()), s.GetName())
+			}
+			d, serial := columnDef(c, same, same, seq)
+			if serial {
+				serials = append(serials, c)
 			}
 			defs = append(defs, d)
 		}
@@ -412,12 +398,7 @@ func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 			if c.GetKind() == pb.ConstraintKind_CONSTRAINT_KIND_FOREIGN_KEY {
 				continue
 			}
-			def, err := constraintDef(t, c)
-			if err != nil {
-				return err
-			}
-			if err := exec(fmt.Sprintf("constraint %s on %s", c.GetName(), displayTable(t)),
-				fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", qualified(t), ident(c.GetName()), def)); err != nil {
+			if err := addConstraint(t, c, exec); err != nil {
 				return err
 			}
 		}

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
 	"github.com/segmq/segmq/dbsnap/pg"
 	"github.com/segmq/segmq/internal/pgtest"
@@ -154,11 +152,7 @@ func TestSQLiteToPostgres(t *testing.T) {
 	if err != nil || !c.Equal() {
 		t.Fatalf("compare: %v %v", err, c)
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbsnaptest.Conn(t, url)
 	var id int64
 	if err := conn.QueryRow(ctx, `INSERT INTO users (email) VALUES ('new@x') RETURNING id`).Scan(&id); err != nil || id != 101 {
 		t.Fatalf("next id %d (%v), want 101", id, err)
@@ -185,11 +179,7 @@ func TestSQLiteToPostgres(t *testing.T) {
 func TestPostgresToSQLite(t *testing.T) {
 	url := pgtest.NewDB(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbsnaptest.Conn(t, url)
 	for _, q := range []string{
 		`CREATE TYPE mood AS ENUM ('sad', 'happy')`,
 		`CREATE TABLE people (id bigserial PRIMARY KEY, name varchar(20) NOT NULL UNIQUE, born date, seen timestamptz, local timestamp,
@@ -246,7 +236,7 @@ func TestPostgresToSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	nan := filepath.Join(t.TempDir(), "nan.db")
-	_, err = Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{Path: nan})
+	_, err := Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{Path: nan})
 	var ve *ValueError
 	if !errors.As(err, &ve) || ve.Table != "people" || ve.Row != 2 || ve.Column != "ratio" {
 		t.Fatalf("restore with NaN: %v, want a ValueError for people row 2 ratio", err)

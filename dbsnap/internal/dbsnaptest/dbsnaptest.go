@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/segmq/segmq/dbsnap"
@@ -32,6 +33,19 @@ func Main(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// Conn connects to the PostgreSQL database at url for the test's
+// duration.
+func Conn(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	return conn
 }
 
 // Compare is an engine's Compare (pg.Compare, sqlite.Compare).
