@@ -33,8 +33,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	seedFormat := fs.Bool("seed-format", false, "also take seed-format segments (no segmq headers): such a transfer has no size or SHA-256 to verify, so by default they are moved aside")
 	standby := fs.Bool("standby", false, "hot standby: while another consumer holds OUT's lock, wait, and take over from the .part it leaves when it stops (exit 0 if it restores the file)")
 	list := fs.Bool("list", false, "with --queue-type stream: list the transfers in the stream (id, run, start, size, segments, state, sha256) and exit; restores nothing")
-	streamProto := fs.String("stream-protocol", "amqp", "with --queue-type stream: read the segments over amqp (AMQP 0.9.1, the default) or native (RabbitMQ's stream protocol: needs the rabbitmq_stream plugin and its port on the node --url reaches); the index is read over AMQP either way")
-	streamPort := fs.Int("stream-port", 5552, "with --stream-protocol native: the stream plugin's port")
 	verbose := fs.Bool("v", false, "debug logging")
 	var prof cli.Profile
 	prof.Register(fs)
@@ -64,10 +62,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return cli.Usagef("--standby takes over the .part another consumer leaves; --restart would discard it")
 	case *window > 1<<32-1:
 		return cli.Usagef("--window too large")
-	case *streamProto != "amqp" && *streamProto != "native":
-		return cli.Usagef("--stream-protocol must be amqp or native, got %q", *streamProto)
-	case *streamPort < 1 || *streamPort > 65535:
-		return cli.Usagef("--stream-port must be between 1 and 65535, got %d", *streamPort)
 	}
 	runtime.GOMAXPROCS(*procs)
 	dial, topo, err := bf.Resolve("segmq consumer")
@@ -76,13 +70,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if *list {
 		return listStream(ctx, stdout, dial, topo, *id)
-	}
-	var native *transfer.NativeStream
-	if *streamProto == "native" {
-		if !topo.IsStream() {
-			return cli.Usagef("--stream-protocol native needs --queue-type stream")
-		}
-		native = &transfer.NativeStream{Port: *streamPort}
 	}
 	stopProfile, err := prof.Start()
 	if err != nil {
@@ -99,8 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	res, err := transfer.Receive(ctx, transfer.ReceiveConfig{
 		Dial: dial, Topology: topo, Out: *out, ReorderWindow: uint32(*window), Prefetch: *prefetch, MaxMSS: *maxMSS, SeedFormat: *seedFormat,
 		Timeout: *timeout, Transfer: *id, Standby: *standby, AckEvery: *ackEvery, AckInterval: *ackInterval, Restart: *restart, Log: log,
-		StreamNative: native,
-		Progress:     func(n, total int64) { prog.SetTotal(total); prog.Set(n) },
+		Progress: func(n, total int64) { prog.SetTotal(total); prog.Set(n) },
 	})
 	prog.Done()
 	if err != nil {

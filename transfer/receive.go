@@ -75,12 +75,9 @@ type ReceiveConfig struct {
 	// standby on the same --out), then resumes from the .part it leaves,
 	// instead of failing at once. If that consumer restores the file, the
 	// standby returns with ReceiveResult.ByOther set.
-	Standby bool
-	// StreamNative reads a stream's segments over the native stream
-	// protocol (nativestream.go); nil: AMQP 0.9.1.
-	StreamNative *NativeStream
-	Log          *slog.Logger
-	Progress     func(bytes int64, total int64)
+	Standby  bool
+	Log      *slog.Logger
+	Progress func(bytes int64, total int64)
 
 	fs vfs.FS // the .part and its journal; nil: the OS (crash tests: a vfs.MemFS)
 }

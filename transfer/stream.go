@@ -112,7 +112,7 @@ func (r *streamReceiver) session(ctx context.Context, conn *amqp.Connection, ch 
 	}
 	from := r.from()
 	for {
-		rewind, err := r.read(ctx, conn, ch, from)
+		rewind, err := r.read(ctx, ch, from)
 		if err != nil || !rewind {
 			return err
 		}
@@ -221,68 +221,21 @@ func (r *streamReceiver) from() any {
 	return r.start
 }
 
-// streamSource is what read takes deliveries from: an AMQP 0.9.1
-// consumer on a channel, or a consumer over the native stream protocol
-// (nativestream.go). Both give deliveries whose headers carry
-// x-stream-offset.
-type streamSource struct {
-	deliveries <-chan amqp.Delivery
-	closed     <-chan *amqp.Error // the AMQP channel closed; nil for native
-	failed     <-chan error       // the native consumer ended; nil for AMQP
-	// ack grants credit up to tag (AMQP); nil: the source keeps its own.
-	ack  func(tag uint64) error
-	stop func() error // ends the consumer and drains what it sent
-}
-
-// amqpSource consumes stream q from offset from on ch.
-func (r *streamReceiver) amqpSource(ch *amqp.Channel, from any) (*streamSource, error) {
+// read consumes from offset from until the transfer is complete. It
+// returns rewind when the transfer's done marker came with segments
+// missing and reading again from the first offset may find them.
+func (r *streamReceiver) read(ctx context.Context, ch *amqp.Channel, from any) (rewind bool, err error) {
 	if err := ch.Qos(r.cfg.Prefetch, 0, false); err != nil {
-		return nil, lost(fmt.Errorf("set prefetch: %w", err))
+		return false, lost(fmt.Errorf("set prefetch: %w", err))
 	}
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	tag := fmt.Sprintf("segmq-stream-%d-%d", os.Getpid(), time.Now().UnixNano())
 	q := r.cfg.Topology.Name()
 	deliveries, err := ch.Consume(q, tag, false, false, false, false, amqp.Table{"x-stream-offset": from})
 	if err != nil {
-		return nil, lost(fmt.Errorf("consume stream %s: %w", q, err))
+		return false, lost(fmt.Errorf("consume stream %s: %w", q, err))
 	}
-	return &streamSource{
-		deliveries: deliveries,
-		closed:     closed,
-		ack: func(t uint64) error {
-			if err := ch.Ack(t, true); err != nil {
-				return lost(fmt.Errorf("ack: %w", err))
-			}
-			return nil
-		},
-		stop: func() error {
-			if err := ch.Cancel(tag, false); err != nil {
-				return lost(fmt.Errorf("cancel consumer: %w", err))
-			}
-			for range deliveries {
-			}
-			return nil
-		},
-	}, nil
-}
-
-// read consumes from offset from until the transfer is complete. It
-// returns rewind when the transfer's done marker came with segments
-// missing and reading again from the first offset may find them.
-func (r *streamReceiver) read(ctx context.Context, conn *amqp.Connection, ch *amqp.Channel, from any) (rewind bool, err error) {
-	q := r.cfg.Topology.Name()
-	var src *streamSource
-	proto := "amqp"
-	if r.cfg.StreamNative != nil {
-		proto = "native"
-		src, err = r.nativeSource(ctx, conn, from)
-	} else {
-		src, err = r.amqpSource(ch, from)
-	}
-	if err != nil {
-		return false, err
-	}
-	r.cfg.Log.Info("reading stream", "queue", q, "from", from, "protocol", proto, "broker", rabbit.Redact(r.cfg.Dial.URL), "transfer", r.want())
+	r.cfg.Log.Info("reading stream", "queue", q, "from", from, "broker", rabbit.Redact(r.cfg.Dial.URL), "transfer", r.want())
 	// Acks are credit: the broker sends at most Prefetch unacked
 	// deliveries. They say nothing about what is durable; the offset in
 	// the journal does.
@@ -290,18 +243,23 @@ func (r *streamReceiver) read(ctx context.Context, conn *amqp.Connection, ch *am
 	var lastTag uint64
 	unacked := 0
 	ack := func() error {
-		if unacked == 0 || src.ack == nil {
+		if unacked == 0 {
 			return nil
 		}
 		unacked = 0
-		return src.ack(lastTag)
-	}
-	stop := src.stop
-	defer func() {
-		if src.failed != nil { // native: never leave its connections open
-			stop()
+		if err := ch.Ack(lastTag, true); err != nil {
+			return lost(fmt.Errorf("ack: %w", err))
 		}
-	}()
+		return nil
+	}
+	stop := func() error {
+		if err := ch.Cancel(tag, false); err != nil {
+			return lost(fmt.Errorf("cancel consumer: %w", err))
+		}
+		for range deliveries {
+		}
+		return nil
+	}
 	tick := time.NewTicker(min(r.cfg.AckInterval, 100*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -315,7 +273,7 @@ func (r *streamReceiver) read(ctx context.Context, conn *amqp.Connection, ch *am
 			return false, r.finish()
 		}
 		select {
-		case d, ok := <-src.deliveries:
+		case d, ok := <-deliveries:
 			if !ok {
 				return false, lost(fmt.Errorf("the broker ended the consumer (restart, or stream %s deleted)", q))
 			}
@@ -349,10 +307,8 @@ func (r *streamReceiver) read(ctx context.Context, conn *amqp.Connection, ch *am
 					return false, err
 				}
 			}
-		case e := <-src.closed:
+		case e := <-closed:
 			return false, closeError(e)
-		case err := <-src.failed:
-			return false, err
 		case <-tick.C:
 			if err := ack(); err != nil {
 				return false, err

@@ -72,8 +72,7 @@ func (b *bench) streamSection(ctx context.Context, bpr float64) error {
 	defer os.Remove(s.path)
 	size := b.o.mss + 8
 	n := int((s.bytes + int64(b.o.mss) - 1) / int64(b.o.mss))
-	var amqpBoth, amqpLate, nativeBoth, nativeLate, segBoth, segLate, segnBoth, segnLate []float64
-	nativeArgs := []string{"--stream-protocol", "native", "--stream-port", fmt.Sprint(node.StreamPort)}
+	var amqpBoth, amqpLate, nativeBoth, nativeLate, segBoth, segLate []float64
 	for i := range o.runs {
 		both, late, err := b.rawStreamAMQP(ctx, size, n)
 		if err != nil {
@@ -87,13 +86,8 @@ func (b *bench) streamSection(ctx context.Context, bpr float64) error {
 		if err != nil {
 			return fmt.Errorf("segmq on a stream: %w", err)
 		}
-		snboth, snlate, err := b.segmqStream(ctx, s, nativeArgs...)
-		if err != nil {
-			return fmt.Errorf("segmq on a stream, native consumer: %w", err)
-		}
-		b.logf("stream run %d: AMQP %.1f / %.1f, native %.1f / %.1f, segmq %.1f / %.1f, segmq native consumer %.1f / %.1f MB/s (publish+consume / late consume)", i+1,
-			mbps(s.bytes, both), mbps(s.bytes, late), mbps(s.bytes, nboth), mbps(s.bytes, nlate), mbps(s.bytes, sboth), mbps(s.bytes, slate), mbps(s.bytes, snboth), mbps(s.bytes, snlate))
-		segnBoth, segnLate = append(segnBoth, mbps(s.bytes, snboth)), append(segnLate, mbps(s.bytes, snlate))
+		b.logf("stream run %d: AMQP %.1f / %.1f, native %.1f / %.1f, segmq %.1f / %.1f MB/s (publish+consume / late consume)", i+1,
+			mbps(s.bytes, both), mbps(s.bytes, late), mbps(s.bytes, nboth), mbps(s.bytes, nlate), mbps(s.bytes, sboth), mbps(s.bytes, slate))
 		amqpBoth, amqpLate = append(amqpBoth, mbps(s.bytes, both)), append(amqpLate, mbps(s.bytes, late))
 		nativeBoth, nativeLate = append(nativeBoth, mbps(s.bytes, nboth)), append(nativeLate, mbps(s.bytes, nlate))
 		segBoth, segLate = append(segBoth, mbps(s.bytes, sboth)), append(segLate, mbps(s.bytes, slate))
@@ -109,7 +103,6 @@ func (b *bench) streamSection(ctx context.Context, bpr float64) error {
 	t.add("raw AMQP 0.9.1 (amqp091-go)", fmt.Sprintf("%.1f", median(amqpBoth)), fmt.Sprintf("%.1f", median(amqpLate)), runs(amqpBoth), runs(amqpLate))
 	t.add("raw native stream protocol (rabbitmq-stream-go-client, dedup)", fmt.Sprintf("%.1f", median(nativeBoth)), fmt.Sprintf("%.1f", median(nativeLate)), runs(nativeBoth), runs(nativeLate))
 	t.add("segmq --queue-type stream", fmt.Sprintf("%.1f", median(segBoth)), fmt.Sprintf("%.1f", median(segLate)), runs(segBoth), runs(segLate))
-	t.add("segmq, consumer --stream-protocol native", fmt.Sprintf("%.1f", median(segnBoth)), fmt.Sprintf("%.1f", median(segnLate)), runs(segnBoth), runs(segnLate))
 	b.section("Streams: AMQP 0.9.1 against the native stream protocol",
 		fmt.Sprintf("%s snapshot (%d bytes), %d bodies of %d bytes, medians of %d alternating runs on one %s node with the rabbitmq_stream plugin, a fresh stream per run. **publish + consume**: publisher and consumer at once, from the first dial until the last body is received (segmq: producer and consumer binaries, until the file is verified and renamed). **late consume**: a consumer alone, from the stream's first offset, after the publish has finished (segmq: a second consumer command). raw AMQP: confirm window %d, prefetch %d, multiple ack every %d. Native: one producer with a name (deduplication by publishing id), at most %d unconfirmed, the client's own batching; a consumer from the first offset with the client's default credits.",
 			human(o.size), s.bytes, n, size, o.runs, b.brokerVersion(), b.o.rawWindow, b.o.rawPrefetch, b.o.rawAckEvery, nativeWindow), t)
@@ -341,8 +334,7 @@ func (b *bench) rawStreamNative(ctx context.Context, port, size, count int) (bot
 
 // segmqStream runs the producer and a consumer at once on a fresh stream
 // (like e2e, which deletes its queue), then a second consumer alone.
-// consumerArgs are the consumers' extra flags (the native protocol).
-func (b *bench) segmqStream(ctx context.Context, s snapshot, consumerArgs ...string) (both, late time.Duration, err error) {
+func (b *bench) segmqStream(ctx context.Context, s snapshot) (both, late time.Duration, err error) {
 	q := b.queue("segmq-stream")
 	defer b.deleteQueues(q, q+".index")
 	env := append(os.Environ(), "AMQP_URL="+b.url)
@@ -352,7 +344,7 @@ func (b *bench) segmqStream(ctx context.Context, s snapshot, consumerArgs ...str
 		for _, p := range []string{out, out + ".part", out + ".part.state"} {
 			os.Remove(p)
 		}
-		cmd := exec.CommandContext(ctx, filepath.Join(b.o.bin, "consumer"), append(append([]string{"--out", out, "--timeout", "60s"}, common...), consumerArgs...)...)
+		cmd := exec.CommandContext(ctx, filepath.Join(b.o.bin, "consumer"), append([]string{"--out", out, "--timeout", "60s"}, common...)...)
 		var log strings.Builder
 		cmd.Env, cmd.Stdout, cmd.Stderr = env, &log, &log
 		return cmd, &log, out
