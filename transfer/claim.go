@@ -115,6 +115,14 @@ func (r *receiver) checkClaim() error {
 	if b == nil || r.conn == nil { // r.conn: unit tests without a broker
 		return nil
 	}
+	if b.raw() {
+		// A seed-format transfer has no id: every such transfer would
+		// share one claim, so it cannot be claimed. Single-active-consumer
+		// alone keeps it to one consumer.
+		r.claimed = true
+		r.log.Debug("seed-format transfer: no id to claim it by")
+		return nil
+	}
 	if r.cfg.NoClaim {
 		r.claimed = true
 		r.log.Warn("--no-claim: this consumer does not claim the transfer; a second consumer with another --out on the queue could split it", "queue", r.cfg.Topology.Name(), "transfer", b.Transfer)
