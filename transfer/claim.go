@@ -272,7 +272,7 @@ func (r *receiver) claimStream(b *binding) (*claim, error) {
 }
 
 // claimPrefetch is the credit of a reader of QUEUE.claims.
-const claimPrefetch = 256
+const claimPrefetch = 2000
 
 // streamClaim decodes a message of QUEUE.claims; nil for one that is not
 // a claim (nothing else is published there, but the stream is open to

@@ -1,8 +1,10 @@
 package transfer
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/segmq/segmq/internal/brokertest"
 	"github.com/segmq/segmq/rabbit"
 )
 
@@ -221,5 +224,63 @@ func TestClaimLegacyHonoured(t *testing.T) {
 	}
 	if err := old.checkClaim(); err != nil {
 		t.Fatalf("the legacy claim's owner: %v", err)
+	}
+}
+
+// BenchmarkClaim: one claim (publish, confirm, read the stream back to
+// it) on a claims stream that already holds 10,000 claims of other runs,
+// each read by every claim.
+func BenchmarkClaim(b *testing.B) {
+	url := brokertest.URL(b)
+	topo := rabbit.Topology{Queue: brokertest.Queue(b)} // deleted, with its claims stream, after the benchmark
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	if err := rabbit.Declare(conn, topo); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if ch, err := conn.Channel(); err == nil {
+			ch.QueueDelete(topo.DoneQueue(), false, false, false)
+		}
+	}()
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		b.Fatal(err)
+	}
+	const prior = 10_000
+	var last *amqp.DeferredConfirmation
+	for i := range prior {
+		run := fmt.Sprintf("%016x", i)
+		last, err = ch.PublishWithDeferredConfirm("", topo.ClaimsQueue(), false, false, amqp.Publishing{
+			Headers: amqp.Table{HdrTransfer: "other", HdrRun: run, HdrClaim: "host:/other", HdrClaimNonce: run, HdrClaimAt: int64(i)},
+			Body:    []byte("claim other/" + run + " by host:/other"),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if ok, err := last.WaitContext(context.Background()); !ok || err != nil {
+		b.Fatalf("prior claims not confirmed: %v", err)
+	}
+	cch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cch.Confirm(false); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		r := &receiver{cfg: ReceiveConfig{Topology: topo, Out: "/bench/out.bin"}, log: slog.New(slog.DiscardHandler),
+			part: &partFile{b: &binding{Transfer: "bench", Run: fmt.Sprintf("%016x", i)}}, conn: conn, ch: cch}
+		if err := r.checkClaim(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
