@@ -138,6 +138,19 @@ func TestExactPrefetchLimit(t *testing.T) {
 	}
 }
 
+// mustRestore fails the test unless the consumer exited 0 with exactly
+// data at out.
+func mustRestore(t *testing.T, o cliOutcome, out string, data []byte) {
+	t.Helper()
+	if o.code != 0 {
+		t.Fatalf("exit %d, stderr %s", o.code, o.stderr)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, data) {
+		t.Fatalf("output %d bytes, want %d", len(got), len(data))
+	}
+}
+
 // Defect 1, as the issue ran it: consumer --window 1 --ack-every 2 with
 // segment 0 published after 1..250.
 func TestExactWindowOneAckEveryTwo(t *testing.T) {
@@ -149,13 +162,7 @@ func TestExactWindowOneAckEveryTwo(t *testing.T) {
 	exactPublish(t, queue, order)
 	out := filepath.Join(t.TempDir(), "db.bin")
 	o := runBounded(t, context.Background(), 30*time.Second, "--out", out, "--url", brokertest.URL(t), "--queue", queue, "--timeout", "20s", "--window", "1", "--ack-every", "2")
-	if o.code != 0 {
-		t.Fatalf("exit %d, stderr %s", o.code, o.stderr)
-	}
-	got, _ := os.ReadFile(out)
-	if !bytes.Equal(got, data) {
-		t.Fatalf("output %d bytes, want %d", len(got), len(data))
-	}
+	mustRestore(t, o, out, data)
 }
 
 // Defect 8: a segmq transfer with no SHA-256 header on any segment must
@@ -187,13 +194,7 @@ func TestExactSmallPrefetch(t *testing.T) {
 	exactPublish(t, queue, exactBodies(t, "p4", data, 1024))
 	out := filepath.Join(t.TempDir(), "db.bin")
 	o := runBounded(t, context.Background(), 30*time.Second, "--out", out, "--url", brokertest.URL(t), "--queue", queue, "--timeout", "20s", "--prefetch", "4", "--ack-interval", "10m")
-	if o.code != 0 {
-		t.Fatalf("exit %d, stderr %s", o.code, o.stderr)
-	}
-	got, _ := os.ReadFile(out)
-	if !bytes.Equal(got, data) {
-		t.Fatalf("output %d bytes, want %d", len(got), len(data))
-	}
+	mustRestore(t, o, out, data)
 }
 
 // Defect 4: a second consumer on the same --out fails at once, naming
@@ -240,17 +241,7 @@ func TestExactSecondConsumerSameOut(t *testing.T) {
 // depth returns the number of ready messages in a queue.
 func depth(t *testing.T, queue string) int {
 	t.Helper()
-	conn, err := amqp.Dial(brokertest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	q, err := brokertest.Inspect(t, brokertest.URL(t), queue)
 	if err != nil {
 		t.Fatalf("inspect %s: %v", queue, err)
 	}

@@ -4,8 +4,9 @@
 // engine-specific work is in dbsnap/pg (PostgreSQL) and dbsnap/sqlite
 // (SQLite, and the conversions of PostgreSQL values for it); this package holds
 // what every engine shares: the snapshot reader the restore and verify
-// walk, the allocation-free row record codec, and the order-independent
-// table digest.
+// walk, the allocation-free row record codec, the order-independent
+// table digest, and verify's walks over an engine's canonical rows
+// (compare.go).
 //
 // # Data flow
 //

@@ -359,6 +359,24 @@ type TableCompare struct {
 	Problem              string // "" when equal
 }
 
+// DumpStats describes a finished dump.
+type DumpStats struct {
+	Tables  int
+	Rows    int64
+	Records int64
+	Bytes   int64
+	// NotCarried lists the objects of the dumped database that the
+	// snapshot does not hold (views, functions, triggers, …), one
+	// "kind name" each: a restore will not recreate them.
+	NotCarried []string
+}
+
+// RestoreStats describes a finished restore.
+type RestoreStats struct {
+	Tables int
+	Rows   int64
+}
+
 // Comparison is the result of comparing a database with a snapshot.
 type Comparison struct {
 	Tables []TableCompare

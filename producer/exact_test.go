@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/segmq/segmq/internal/brokertest"
 	"github.com/segmq/segmq/internal/cli"
 )
@@ -31,19 +29,11 @@ func exactData(seed uint64, n int) []byte {
 	return b
 }
 
+// depth is the number of ready messages in queue, -1 while it is not
+// declared.
 func depth(t *testing.T, queue string) int {
 	t.Helper()
-	conn, err := amqp.Dial(brokertest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	q, err := brokertest.Inspect(t, brokertest.URL(t), queue)
 	if err != nil {
 		return -1 // not declared yet
 	}

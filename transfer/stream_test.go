@@ -43,15 +43,8 @@ type streamMessage struct {
 // the done marker of transfer.
 func (e *env) readStream(transfer string) []streamMessage {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := e.channel()
+	defer ch.Close()
 	if err := ch.Qos(100, 0, false); err != nil {
 		e.t.Fatal(err)
 	}
@@ -86,6 +79,63 @@ func (e *env) sendStream(path, id string, mss int) SendResult {
 	return res
 }
 
+// declare declares the stream of topo (and its index) as a producer
+// would, before anything is published.
+func (e *env) declare(topo rabbit.Topology) {
+	e.t.Helper()
+	conn, err := rabbit.Dial(context.Background(), e.dial())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := rabbit.Declare(conn, topo); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// deleteStream deletes the stream QUEUE, as an operator reclaiming disk
+// would; QUEUE.index stays.
+func (e *env) deleteStream() {
+	e.t.Helper()
+	if _, err := e.channel().QueueDelete(e.topo.Name(), false, false, false); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// channel is a channel on a connection of its own, both closed when the
+// test ends.
+func (e *env) channel() *amqp.Channel {
+	e.t.Helper()
+	conn, err := amqp.Dial(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ch
+}
+
+// receiveStopped runs Receive and stops it (as SIGINT does) once n
+// segments are placed: the run must end incomplete, its offset recorded
+// for the next.
+func (e *env) receiveStopped(cfg ReceiveConfig, n int) {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	placed := 0
+	cfg.Progress = func(int64, int64) {
+		if placed++; placed == n {
+			cancel()
+		}
+	}
+	if _, err := Receive(ctx, cfg); !errors.Is(err, ErrIncomplete) {
+		e.t.Fatalf("first run: %v", err)
+	}
+}
+
 // TestStreamOnePublishManyRestores: three consumers restore one transfer
 // while it is being published, a fourth after the producer has finished;
 // every file is exact, and the stream holds each segment once (plus the
@@ -100,14 +150,7 @@ func TestStreamOnePublishManyRestores(t *testing.T) {
 	errs := make([]error, 4)
 	// The stream must exist before the consumers attach (the producer
 	// declares it too).
-	conn, err := rabbit.Dial(context.Background(), e.dial())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
+	e.declare(e.topo)
 	for i := range 3 {
 		wg.Go(func() {
 			results[i], errs[i] = Receive(context.Background(), e.receiveCfg(fmt.Sprintf("%s/out%d.bin", e.dir, i)))
@@ -407,5 +450,285 @@ func TestStreamInterleavedTransfers(t *testing.T) {
 				t.Fatalf("%s: the second restore read %d messages, the first %d", tc.id, res.Deliveries, first.Deliveries)
 			}
 		}
+	}
+}
+
+// TestStreamProducerClockAheadRestores: the producer's clock is 60 s
+// ahead of the broker's, so the whole transfer, done marker included, was
+// published before Started-StreamSkew by the broker's clock and a
+// consumer attaching at that timestamp would see none of it. The done
+// marker with segments missing makes the consumer read once more from the
+// first offset (doc.go), and with the default --timeout 0 it restores the
+// exact file instead of waiting for ever.
+func TestStreamProducerClockAheadRestores(t *testing.T) {
+	e := newStreamEnv(t)
+	data := randData(21, 10<<10)
+	m := segmqBodiesRun(t, "ahead", "00aead00", data, 1<<10)
+	entry := StreamTransfer{Transfer: "ahead", Run: "00aead00", Size: int64(len(data)), MSS: 1 << 10, Segments: uint32(len(m)),
+		Started: time.Now().Add(60 * time.Second)} // the producer's clock, 60 s ahead
+	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindStart, entry); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(m)
+	entry.SHA256 = m[0].headers[HdrSHA256].(string)
+	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindDone, entry); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.Timeout = 0 // the consumer's default: wait for ever
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := Receive(ctx, cfg)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("consumer still waiting after 20 s on a complete transfer (hang with --timeout 0): %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	e.mustEqualFile(cfg.Out, data)
+}
+
+// TestStreamResumeRereadsSegmentsBeforeStart: the first run started
+// reading at a timestamp (Started-StreamSkew, the producer's clock 10 s
+// ahead) past some of the transfer's segments, and was stopped
+// mid-transfer. The resumed run, from the recorded offset, restores the
+// exact file: the segments before the timestamp start are read, not
+// called removed by retention.
+func TestStreamResumeRereadsSegmentsBeforeStart(t *testing.T) {
+	e := newStreamEnv(t)
+	const mss = 1 << 10
+	data := randData(22, 400*mss)
+	m := segmqBodiesRun(t, "skew", "5ce05ce0", data, mss)
+	half := len(m) / 4
+	entry := StreamTransfer{Transfer: "skew", Run: "5ce05ce0", Size: int64(len(data)), MSS: mss, Segments: uint32(len(m))}
+	e.publish(m[:half])
+	time.Sleep(2500 * time.Millisecond)
+	entry.Started = time.Now().Add(10 * time.Second) // producer clock 10 s ahead: reading starts at this second
+	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindStart, entry); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(m[half:])
+	entry.SHA256 = m[0].headers[HdrSHA256].(string)
+	if err := announce(context.Background(), e.log, e.dial(), e.topo, KindDone, entry); err != nil {
+		t.Fatal(err)
+	}
+	// First run: stopped (SIGINT, or SIGKILL after a persist) before the done marker.
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.AckEvery, cfg.Prefetch = 10, 20
+	e.receiveStopped(cfg, 50)
+	cfg.Timeout = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := Receive(ctx, cfg)
+	if err != nil {
+		t.Fatalf("resumed run: %v\n(every segment of the transfer is in the stream: the recorded offset skipped the ones before the timestamp start)", err)
+	}
+	e.mustEqualFile(cfg.Out, data)
+}
+
+// TestStreamRerunAfterEndMarkerErrorFailsAgain: the consumer fails with
+// "... run again to resume from stream offset N" for a transfer with a
+// segment missing. Doing what it says (same flags, default --timeout 0)
+// fails again with the same clear error, never a silent wait past the
+// done marker.
+func TestStreamRerunAfterEndMarkerErrorFailsAgain(t *testing.T) {
+	e := newStreamEnv(t)
+	e.publishWithHole(t, "holey2", "0badc0d2", 23)
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.Timeout = 0
+	_, err := Receive(context.Background(), cfg)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "run again to resume") {
+		t.Fatalf("first run: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err = Receive(ctx, cfg)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the rerun the first error asked for waits for ever (15 s, --timeout 0), resuming past the done marker: %v", err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "first missing [4]") {
+		t.Fatalf("rerun: %v", err)
+	}
+}
+
+// TestStreamForeignHeadExpiresNothing: retention has truncated the stream
+// and its oldest retained message is not a segmq segment (another
+// client's message). That alone expires no transfer: --list shows the
+// fully retained transfer complete and not expired, and the consumer
+// restores it.
+func TestStreamForeignHeadExpiresNothing(t *testing.T) {
+	e := newStreamEnv(t)
+	// Age retention: the garbage ages out whole files, the transfer stays.
+	e.topo.Retention = rabbit.Retention{MaxAge: "2s", MaxBytes: -1, SegmentBytes: 50 << 10}
+	e.declare(e.topo)
+	var garbage []msg
+	for range 400 {
+		garbage = append(garbage, msg{body: randData(1, 1000), headers: amqp.Table{"app": "other"}})
+	}
+	e.publish(garbage)
+	time.Sleep(3 * time.Second)
+	e.publish(garbage[:1]) // a fresh non-segmq message just before the transfer
+	data := randData(24, 60<<10)
+	e.sendStream(e.file("in.bin", data), "keep", 4<<10)
+	if first := e.readStream("keep")[0]; first.offset == 0 || first.transfer != "" {
+		t.Fatalf("setup: oldest retained message at offset %d of transfer %q; want garbage past offset 0", first.offset, first.transfer)
+	}
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Expired || !list[0].Complete {
+		t.Errorf("--list: %+v; want keep complete, not expired (every segment is retained)", list)
+	}
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	if _, err := Receive(context.Background(), cfg); err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	e.mustEqualFile(cfg.Out, data)
+}
+
+// TestStreamListPartlyTruncatedExpired: retention removed the head of
+// transfer "old" (its first segments) and kept the rest. --list does not
+// show it complete and not expired, so nobody picks it with --transfer
+// to get "incomplete" after reading the stream twice.
+func TestStreamListPartlyTruncatedExpired(t *testing.T) {
+	e := newStreamEnv(t)
+	e.topo.Retention = rabbit.Retention{MaxAge: "2s", MaxBytes: -1, SegmentBytes: 50 << 10}
+	e.declare(e.topo)
+	e.sendStream(e.file("old.bin", randData(25, 150<<10)), "old", 4<<10)
+	time.Sleep(3 * time.Second) // old's full files age out when new rolls a file
+	e.sendStream(e.file("new.bin", randData(26, 150<<10)), "new", 4<<10)
+	if first := e.readStream("new")[0]; first.offset == 0 || first.transfer != "old" {
+		t.Fatalf("setup: oldest retained message at offset %d of transfer %q; want one of old's past offset 0", first.offset, first.transfer)
+	}
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.Transfer == "old" && s.Complete && !s.Expired {
+			t.Fatalf("--list shows %q complete and not expired, but retention removed its first segments: %+v", s.Transfer, s)
+		}
+	}
+}
+
+// TestStreamTransferLargerThanRetentionRefused: a file larger than the
+// stream's x-max-length-bytes (the default is 16 GiB; a 20 GB snapshot
+// hits it) would lose its first segments to retention during the publish,
+// and no consumer could restore it. The producer refuses it up front,
+// naming the retention, before declaring or publishing anything.
+func TestStreamTransferLargerThanRetentionRefused(t *testing.T) {
+	e := newStreamEnv(t)
+	e.topo.Retention = rabbit.Retention{MaxAge: "0", MaxBytes: 200 << 10, SegmentBytes: 50 << 10}
+	data := randData(27, 400<<10)
+	sres, err := Send(context.Background(), e.file("in.bin", data), SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4 << 10, Transfer: "big", Raw: true, Log: e.log})
+	if err == nil {
+		t.Fatalf("the producer reported success (%d segments, sha256 %s) for a transfer larger than the stream's retention", sres.Segments, sres.SHA256)
+	}
+	if !strings.Contains(err.Error(), "larger than the stream's retention (--stream-max-bytes 204800)") {
+		t.Fatalf("producer: %v; want it to refuse up front, naming the retention", err)
+	}
+	// Refused before anything was declared or published.
+	if _, err := ListStream(context.Background(), e.dial(), e.topo); err == nil || !strings.Contains(err.Error(), "there is no stream") {
+		t.Fatalf("after the refusal: %v", err)
+	}
+}
+
+// TestStreamHeadLostDuringPublishFailsProducer: the stream already
+// exists with retention smaller than the file (the producer's own flags
+// say 16 GiB, so it cannot refuse up front). After the last confirm the
+// producer finds its start marker gone: it exits with an error, and the
+// index never records the transfer complete.
+func TestStreamHeadLostDuringPublishFailsProducer(t *testing.T) {
+	e := newStreamEnv(t)
+	small := e.topo
+	small.Retention = rabbit.Retention{MaxAge: "0", MaxBytes: 200 << 10, SegmentBytes: 50 << 10}
+	e.declare(small)
+	data := randData(30, 600<<10)
+	_, err := Send(context.Background(), e.file("in.bin", data), SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4 << 10, Transfer: "big", Raw: true, Log: e.log})
+	if !errors.Is(err, ErrHeadGone) || !strings.Contains(err.Error(), "no consumer can restore transfer big") || !strings.Contains(err.Error(), "retention removed it") {
+		t.Fatalf("producer: %v; want ErrHeadGone", err)
+	}
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Complete || !list[0].Expired {
+		t.Fatalf("index after the failed publish: %+v; want big incomplete and expired", list)
+	}
+}
+
+// TestStreamRecreatedOldTransferFails: an operator deletes the stream
+// QUEUE to reclaim disk (QUEUE.index is a separate stream and stays); the
+// next producer recreates QUEUE, whose offsets start at 0 again.
+// `consumer --transfer OLD` (default --timeout 0) fails with a clear
+// error naming the recreated stream instead of waiting for ever, --list
+// shows the old transfer expired, and the new one restores.
+func TestStreamRecreatedOldTransferFails(t *testing.T) {
+	e := newStreamEnv(t)
+	e.sendStream(e.file("old.bin", randData(28, 20<<10)), "old", 4<<10)
+	e.deleteStream()
+	e.sendStream(e.file("new.bin", randData(29, 20<<10)), "new", 4<<10)
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.Transfer, cfg.Timeout = "old", 0
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := Receive(ctx, cfg)
+	if errors.Is(err, context.DeadlineExceeded) {
+		list, _ := ListStream(context.Background(), e.dial(), e.topo)
+		t.Fatalf("consumer --transfer old waits for ever for segments that no longer exist (list: %+v): %v", list, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "cannot be restored from stream") || !strings.Contains(err.Error(), "deleted and recreated") {
+		t.Fatalf("consumer --transfer old: %v; want it named gone with the stream", err)
+	}
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || !list[0].Expired || list[1].Expired || !list[1].Complete {
+		t.Fatalf("--list after the stream was recreated: %+v; want old expired, new complete", list)
+	}
+	cfg.Transfer, cfg.Out = "", e.dir+"/new.bin"
+	if _, err := Receive(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.mustEqualFile(cfg.Out, randData(29, 20<<10))
+}
+
+// TestStreamResumeAfterRecreatedFails: a consumer stopped mid-transfer
+// records its offset; the stream is then deleted and recreated (another
+// transfer in it). The resumed run checks the recorded offsets against
+// the stream and fails at once, naming why, instead of reading a stream
+// that no longer holds the transfer.
+func TestStreamResumeAfterRecreatedFails(t *testing.T) {
+	e := newStreamEnv(t)
+	const mss = 1 << 10
+	e.sendStream(e.file("in.bin", randData(33, 200*mss)), "gone", mss)
+	cfg := e.receiveCfg(e.dir + "/out.bin")
+	cfg.AckEvery, cfg.Prefetch = 10, 20
+	e.receiveStopped(cfg, 50)
+	e.deleteStream()
+	e.sendStream(e.file("other.bin", randData(34, 300*mss)), "other", mss)
+	cfg.Timeout = 0
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := Receive(ctx, cfg)
+	if !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "is no longer in stream") || !strings.Contains(err.Error(), "deleted and recreated") {
+		t.Fatalf("resume after the stream was recreated: %v", err)
+	}
+}
+
+// TestStreamListMissingCreatesNothing: `consumer --list` on a queue name
+// that does not exist (a typo) says there is no such stream and declares
+// nothing: no QUEUE and QUEUE.index with 7-day/16 GiB retention that
+// nobody asked for.
+func TestStreamListMissingCreatesNothing(t *testing.T) {
+	e := newStreamEnv(t)
+	list, err := ListStream(context.Background(), e.dial(), e.topo)
+	if _, perr := brokertest.Inspect(t, e.url, e.topo.Name()); perr == nil {
+		t.Fatalf("--list on a stream that did not exist created it (list %v, err %v)", list, err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "there is no stream "+e.topo.Name()+" on this broker (nothing was created)") {
+		t.Fatalf("--list on a missing stream: %v", err)
 	}
 }

@@ -57,17 +57,8 @@ func (o DumpOptions) Validate() error {
 	return nil
 }
 
-// DumpStats describes a finished dump.
-type DumpStats struct {
-	Tables  int
-	Rows    int64
-	Records int64
-	Bytes   int64
-	// NotCarried lists the objects of the dumped schemas that the
-	// snapshot does not hold (views, functions, triggers, …), one
-	// "kind name" each: a restore will not recreate them.
-	NotCarried []string
-}
+// DumpStats is dbsnap's.
+type DumpStats = dbsnap.DumpStats
 
 // chunk is one unit of work: a table, or a ctid block range of one.
 type chunk struct {

@@ -9,32 +9,15 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
-	"github.com/segmq/segmq/internal/pgtest"
+	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		// Every connection, COPY goroutine and worker is gone.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(dbsnaptest.Main(m)) }
 
 func mustConn(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	return conn
+	return dbsnaptest.Conn(t, url)
 }
 
 func mustExec(t *testing.T, url string, sql ...string) {
@@ -67,13 +50,7 @@ func restore(t *testing.T, snap []byte, url string, o RestoreOptions) {
 
 func mustEqual(t *testing.T, snap []byte, url string) {
 	t.Helper()
-	c, err := Compare(context.Background(), bytes.NewReader(snap), url)
-	if err != nil {
-		t.Fatalf("compare: %v", err)
-	}
-	if !c.Equal() {
-		t.Fatalf("database differs from the snapshot: %s", c.FirstDifference)
-	}
+	dbsnaptest.MustEqual(t, Compare, snap, url)
 }
 
 // fingerprint describes a database independently of this package: every

@@ -413,28 +413,13 @@ func createStaging(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, sg *s
 		var defs []string
 		var serials []*pb.Column
 		for _, c := range t.Columns {
-			typ, castAfter, _ := targetType(c)
-			d := ident(c.GetName()) + " " + sg.typ(typ)
-			if !c.GetNullable() {
-				d += " NOT NULL"
-			}
-			if c.GetDefaultExpr() != "" && !castAfter {
-				d += " DEFAULT " + sg.expr(c.GetDefaultExpr())
-			}
-			if g := c.GetGeneratedExpr(); g != "" {
-				d += " GENERATED ALWAYS AS (" + g + ") STORED"
-			}
+			var seq string
 			if s := c.GetSequence(); s != nil {
-				switch c.GetIdentity() {
-				case "a", "d":
-					kind := "ALWAYS"
-					if c.GetIdentity() == "d" {
-						kind = "BY DEFAULT"
-					}
-					d += fmt.Sprintf(" GENERATED %s AS IDENTITY (SEQUENCE NAME %s %s)", kind, ident(stg, s.GetName()), seqOptions(s))
-				default:
-					serials = append(serials, c)
-				}
+				seq = ident(stg, s.GetName())
+			}
+			d, serial := columnDef(c, sg.typ, sg.expr, seq)
+			if serial {
+				serials = append(serials, c)
 			}
 			defs = append(defs, d)
 		}
@@ -629,30 +614,16 @@ func buildParallel(ctx context.Context, sr *dbsnap.Reader, sg *staging, conns []
 	var casts, tasks []buildTask
 	b := &built{}
 	for _, t := range tables {
-		var alters, defaults []string
-		for _, col := range t.Columns {
-			if _, castAfter, _ := targetType(col); castAfter {
-				name := ident(col.GetName())
-				typ := sg.typ(col.GetDeclaredType())
-				alters = append(alters, fmt.Sprintf("ALTER COLUMN %s TYPE %s USING %s::%s", name, typ, name, typ))
-				if col.GetDefaultExpr() != "" {
-					defaults = append(defaults, fmt.Sprintf("ALTER COLUMN %s SET DEFAULT %s", name, sg.expr(col.GetDefaultExpr())))
-				}
-			}
-		}
-		if len(alters) > 0 {
-			casts = append(casts, buildTask{"cast columns of " + displayTable(t), "ALTER TABLE " + sg.table(t) + " " + strings.Join(append(alters, defaults...), ", ")})
+		if q := castColumns(t, sg.table(t), sg.typ, sg.expr); q != "" {
+			casts = append(casts, buildTask{"cast columns of " + displayTable(t), q})
 		}
 		for _, con := range t.GetConstraints() {
 			if con.GetKind() == pb.ConstraintKind_CONSTRAINT_KIND_FOREIGN_KEY {
 				continue
 			}
-			def := con.GetPgDefinition()
-			if def == "" {
-				def = portableConstraint(con)
-			}
-			if def == "" {
-				return nil, fmt.Errorf("table %s: constraint %s has no definition", displayTable(t), con.GetName())
+			def, err := constraintDef(t, con)
+			if err != nil {
+				return nil, err
 			}
 			what := fmt.Sprintf("constraint %s on %s", con.GetName(), displayTable(t))
 			if m := plainKeyRE.FindStringSubmatch(def); m != nil {
@@ -667,21 +638,19 @@ func buildParallel(ctx context.Context, sr *dbsnap.Reader, sg *staging, conns []
 			tasks = append(tasks, buildTask{"primary key of " + displayTable(t), fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (%s)", sg.table(t), identList(t.GetPrimaryKey()))})
 		}
 		for _, ix := range t.GetIndexes() {
-			def := ix.GetPgDefinition()
-			if def == "" {
-				if len(ix.GetColumns()) == 0 {
-					return nil, fmt.Errorf("table %s: index %s has no definition", displayTable(t), ix.GetName())
+			def, own, err := indexDef(t, ix, sg.table(t))
+			if err != nil {
+				return nil, err
+			}
+			if own {
+				// PostgreSQL's definition names the final table: moved to
+				// the staging one, or built after the move.
+				if d := sg.index(t, def); d != "" {
+					def = d
+				} else {
+					b.later = append(b.later, laterIndex{t, ix, def})
+					continue
 				}
-				u := ""
-				if ix.GetUnique() {
-					u = "UNIQUE "
-				}
-				def = fmt.Sprintf("CREATE %sINDEX %s ON %s (%s)", u, ident(ix.GetName()), sg.table(t), identList(ix.GetColumns()))
-			} else if d := sg.index(t, def); d != "" {
-				def = d
-			} else {
-				b.later = append(b.later, laterIndex{t, ix, def})
-				continue
 			}
 			tasks = append(tasks, buildTask{fmt.Sprintf("index %s on %s", ix.GetName(), displayTable(t)), def})
 		}
@@ -780,32 +749,11 @@ func finishParallel(ctx context.Context, conn *pgx.Conn, sr *dbsnap.Reader, sg *
 			return err
 		}
 	}
-	for _, t := range sr.Tables {
-		for _, c := range t.GetConstraints() {
-			if c.GetKind() != pb.ConstraintKind_CONSTRAINT_KIND_FOREIGN_KEY {
-				continue
-			}
-			def := c.GetPgDefinition()
-			if def == "" {
-				def = portableConstraint(c)
-			}
-			if err := exec(fmt.Sprintf("constraint %s on %s", c.GetName(), displayTable(t)),
-				fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", qualified(t), ident(c.GetName()), def)); err != nil {
-				return err
-			}
-		}
+	if err := addForeignKeys(sr.Tables, exec); err != nil {
+		return err
 	}
-	for _, t := range sr.Tables {
-		for _, c := range t.Columns {
-			s := c.GetSequence()
-			if s == nil {
-				continue
-			}
-			seq := ident(schemaOf(s.GetSchema()), s.GetName())
-			if err := exec("set sequence "+seq, "SELECT pg_catalog.setval($1::pg_catalog.regclass, $2, $3)", seq, s.GetLastValue(), s.GetIsCalled()); err != nil {
-				return err
-			}
-		}
+	if err := setSequences(sr.Tables, exec); err != nil {
+		return err
 	}
 	if len(sg.names) > 0 {
 		if err := exec("drop staging schemas", "DROP SCHEMA "+identList(sg.names)); err != nil {

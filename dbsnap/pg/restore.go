@@ -37,11 +37,8 @@ type RestoreOptions struct {
 	Logger *slog.Logger
 }
 
-// RestoreStats describes a finished restore.
-type RestoreStats struct {
-	Tables int
-	Rows   int64
-}
+// RestoreStats is dbsnap's.
+type RestoreStats = dbsnap.RestoreStats
 
 // ErrExists is a table or type of the snapshot that exists in the target.
 var ErrExists = errors.New("pg: already exists in the target (use --clean to replace it)")
@@ -190,29 +187,15 @@ func createTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
 	for _, t := range sr.Tables {
 		var defs []string
 		var serials []*pb.Column
+		same := func(s string) string { return s }
 		for _, c := range t.Columns {
-			typ, castAfter, _ := targetType(c)
-			d := ident(c.GetName()) + " " + typ
-			if !c.GetNullable() {
-				d += " NOT NULL"
-			}
-			if c.GetDefaultExpr() != "" && !castAfter {
-				d += " DEFAULT " + c.GetDefaultExpr()
-			}
-			if g := c.GetGeneratedExpr(); g != "" {
-				d += " GENERATED ALWAYS AS (" + g + ") STORED"
-			}
+			var seq string
 			if s := c.GetSequence(); s != nil {
-				switch c.GetIdentity() {
-				case "a", "d":
-					kind := "ALWAYS"
-					if c.GetIdentity() == "d" {
-						kind = "BY DEFAULT"
-					}
-					d += fmt.Sprintf(" GENERATED %s AS IDENTITY (SEQUENCE NAME %s %s)", kind, ident(schemaOf(s.GetSchema()), s.GetName()), seqOptions(s))
-				default:
-					serials = append(serials, c)
-				}
+				seq = ident(schemaOf(s.GetSchema()), s.GetName())
+			}
+			d, serial := columnDef(c, same, same, seq)
+			if serial {
+				serials = append(serials, c)
 			}
 			defs = append(defs, d)
 		}
@@ -394,89 +377,51 @@ func (s *copySource) where(err error) string {
 // finishTables casts text-form columns to their types, then builds the
 // keys, indexes, checks and foreign keys, and sets the sequences.
 func finishTables(ctx context.Context, tx pgx.Tx, sr *dbsnap.Reader) error {
-	exec := func(what, q string) error {
-		if _, err := tx.Exec(ctx, q); err != nil {
+	exec := func(what, q string, args ...any) error {
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
 			return fmt.Errorf("%s: %w", what, pgErr(err))
 		}
 		return nil
 	}
+	same := func(s string) string { return s }
 	for _, t := range sr.Tables {
-		var alters, defaults []string
-		for _, c := range t.Columns {
-			if _, castAfter, _ := targetType(c); castAfter {
-				col := ident(c.GetName())
-				alters = append(alters, fmt.Sprintf("ALTER COLUMN %s TYPE %s USING %s::%s", col, c.GetDeclaredType(), col, c.GetDeclaredType()))
-				if c.GetDefaultExpr() != "" {
-					defaults = append(defaults, fmt.Sprintf("ALTER COLUMN %s SET DEFAULT %s", col, c.GetDefaultExpr()))
-				}
-			}
-		}
-		if len(alters) > 0 {
-			if err := exec("cast columns of "+displayTable(t), "ALTER TABLE "+qualified(t)+" "+strings.Join(append(alters, defaults...), ", ")); err != nil {
+		if q := castColumns(t, qualified(t), same, same); q != "" {
+			if err := exec("cast columns of "+displayTable(t), q); err != nil {
 				return err
 			}
 		}
 	}
 	// Keys and indexes first, foreign keys last: they need the
 	// referenced keys.
-	for _, fk := range []bool{false, true} {
-		for _, t := range sr.Tables {
-			for _, c := range t.GetConstraints() {
-				if (c.GetKind() == pb.ConstraintKind_CONSTRAINT_KIND_FOREIGN_KEY) != fk {
-					continue
-				}
-				def := c.GetPgDefinition()
-				if def == "" {
-					def = portableConstraint(c)
-				}
-				if def == "" {
-					return fmt.Errorf("table %s: constraint %s has no definition", displayTable(t), c.GetName())
-				}
-				if err := exec(fmt.Sprintf("constraint %s on %s", c.GetName(), displayTable(t)),
-					fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", qualified(t), ident(c.GetName()), def)); err != nil {
-					return err
-				}
-			}
-			if fk {
-				continue
-			}
-			if len(t.GetConstraints()) == 0 && len(t.GetPrimaryKey()) > 0 {
-				// Synthetic snapshots carry only the key's columns.
-				if err := exec("primary key of "+displayTable(t), fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (%s)", qualified(t), identList(t.GetPrimaryKey()))); err != nil {
-					return err
-				}
-			}
-			for _, ix := range t.GetIndexes() {
-				def := ix.GetPgDefinition()
-				if def == "" {
-					if len(ix.GetColumns()) == 0 {
-						return fmt.Errorf("table %s: index %s has no definition", displayTable(t), ix.GetName())
-					}
-					u := ""
-					if ix.GetUnique() {
-						u = "UNIQUE "
-					}
-					def = fmt.Sprintf("CREATE %sINDEX %s ON %s (%s)", u, ident(ix.GetName()), qualified(t), identList(ix.GetColumns()))
-				}
-				if err := exec(fmt.Sprintf("index %s on %s", ix.GetName(), displayTable(t)), def); err != nil {
-					return err
-				}
-			}
-		}
-	}
 	for _, t := range sr.Tables {
-		for _, c := range t.Columns {
-			s := c.GetSequence()
-			if s == nil {
+		for _, c := range t.GetConstraints() {
+			if c.GetKind() == pb.ConstraintKind_CONSTRAINT_KIND_FOREIGN_KEY {
 				continue
 			}
-			seq := ident(schemaOf(s.GetSchema()), s.GetName())
-			if _, err := tx.Exec(ctx, "SELECT pg_catalog.setval($1::pg_catalog.regclass, $2, $3)", seq, s.GetLastValue(), s.GetIsCalled()); err != nil {
-				return fmt.Errorf("set sequence %s: %w", seq, pgErr(err))
+			if err := addConstraint(t, c, exec); err != nil {
+				return err
+			}
+		}
+		if len(t.GetConstraints()) == 0 && len(t.GetPrimaryKey()) > 0 {
+			// Synthetic snapshots carry only the key's columns.
+			if err := exec("primary key of "+displayTable(t), fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (%s)", qualified(t), identList(t.GetPrimaryKey()))); err != nil {
+				return err
+			}
+		}
+		for _, ix := range t.GetIndexes() {
+			def, _, err := indexDef(t, ix, qualified(t))
+			if err != nil {
+				return err
+			}
+			if err := exec(fmt.Sprintf("index %s on %s", ix.GetName(), displayTable(t)), def); err != nil {
+				return err
 			}
 		}
 	}
-	return nil
+	if err := addForeignKeys(sr.Tables, exec); err != nil {
+		return err
+	}
+	return setSequences(sr.Tables, exec)
 }
 
 func portableConstraint(c *pb.Constraint) string {

@@ -2,7 +2,6 @@ package pg
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -24,10 +23,6 @@ type (
 	Comparison   = dbsnap.Comparison
 )
 
-// maxDetailRows bounds the row-level search for the first difference,
-// which keeps 16 bytes per database row in memory.
-const maxDetailRows = 20_000_000
-
 // Compare compares a database with a snapshot, table by table: the
 // database's rows are read as a restore of the snapshot would have
 // written them (same column forms), and both sides are reduced to a row
@@ -35,7 +30,7 @@ const maxDetailRows = 20_000_000
 // reads it again to find the first row of the snapshot that the database
 // lacks (or the reverse), which is why it needs to seek back in the file.
 func Compare(ctx context.Context, f io.ReadSeeker, url string) (*Comparison, error) {
-	snap, tables, err := digestSnapshot(f)
+	sr, snap, err := dbsnap.DigestSnapshot(f, rowBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -53,77 +48,28 @@ func Compare(ctx context.Context, f io.ReadSeeker, url string) (*Comparison, err
 		return nil, pgErr(err)
 	}
 	res := &Comparison{}
-	for _, t := range tables {
-		tc := TableCompare{Name: displayTable(t), SnapRows: snap[t.GetId()].rows, SnapDigest: snap[t.GetId()].digest}
-		problem, err := checkColumns(ctx, tx, t)
-		if err != nil {
+	for _, t := range sr.Tables {
+		tc := snap[t.GetId()]
+		tc.Name = displayTable(t)
+		if tc.Problem, err = checkColumns(ctx, tx, t); err != nil {
 			return nil, err
 		}
-		sameShape := problem == ""
-		if sameShape {
-			err := copyRows(ctx, conn, t, func(raw []byte) error {
+		var detail func() (string, error)
+		if tc.Problem == "" {
+			if err := copyRows(ctx, conn, t, func(raw []byte) error {
 				tc.DBRows++
 				tc.DBDigest.AddRow(raw)
 				return nil
-			})
-			if err != nil {
+			}); err != nil {
 				return nil, err
 			}
-			switch {
-			case tc.DBRows != tc.SnapRows:
-				problem = fmt.Sprintf("%d rows in the snapshot, %d in the database", tc.SnapRows, tc.DBRows)
-			case tc.DBDigest != tc.SnapDigest:
-				problem = fmt.Sprintf("same row count, digests differ (snapshot %.16s…, database %.16s…)", tc.SnapDigest, tc.DBDigest)
-			}
+			detail = func() (string, error) { return firstRowDiff(ctx, conn, f, t, tc.DBRows) }
 		}
-		tc.Problem = problem
-		if problem != "" && res.FirstDifference == "" {
-			res.FirstDifference = fmt.Sprintf("table %s: %s", tc.Name, problem)
-			if sameShape {
-				if d, err := firstRowDiff(ctx, conn, f, t, tc.DBRows); err != nil {
-					return nil, err
-				} else if d != "" {
-					res.FirstDifference += "; " + d
-				}
-			}
+		if err := res.Add(tc, detail); err != nil {
+			return nil, err
 		}
-		res.Tables = append(res.Tables, tc)
 	}
 	return res, tx.Commit(ctx)
-}
-
-type snapDigest struct {
-	rows   int64
-	digest dbsnap.Digest
-}
-
-// digestSnapshot reads a whole snapshot and digests its tables, each row
-// in the form a restore gives it.
-func digestSnapshot(r io.Reader) (map[uint32]*snapDigest, []*pb.Table, error) {
-	sr, err := dbsnap.NewReader(r)
-	if err != nil {
-		return nil, nil, fmt.Errorf("snapshot: %w", err)
-	}
-	out := map[uint32]*snapDigest{}
-	for _, t := range sr.Tables {
-		out[t.GetId()] = &snapDigest{}
-	}
-	var buf []byte
-	for {
-		row, err := sr.Next()
-		if err == io.EOF {
-			return out, sr.Tables, nil
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("snapshot: %w", err)
-		}
-		if buf, err = rowBytes(buf[:0], row); err != nil {
-			return nil, nil, err
-		}
-		d := out[row.Table.GetId()]
-		d.rows++
-		d.digest.AddRow(buf)
-	}
 }
 
 // rowBytes appends a row's fields as binary COPY writes them.
@@ -209,58 +155,19 @@ func copyRows(ctx context.Context, conn *pgx.Conn, t *pb.Table, fn func(raw []by
 // firstRowDiff finds the first row of table t in the snapshot that the
 // database lacks, else a row of the database that the snapshot lacks.
 func firstRowDiff(ctx context.Context, conn *pgx.Conn, f io.ReadSeeker, t *pb.Table, dbRows int64) (string, error) {
-	if dbRows > maxDetailRows {
+	if dbRows > dbsnap.MaxDetailRows {
 		return "", nil
 	}
-	have := make(map[[16]byte]int32, dbRows)
-	if err := copyRows(ctx, conn, t, func(raw []byte) error {
-		have[rowKey(raw)]++
-		return nil
-	}); err != nil {
-		return "", err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	sr, err := dbsnap.NewReader(f)
-	if err != nil {
-		return "", err
-	}
-	var buf []byte
-	for {
-		row, err := sr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "", err
-		}
-		if row.Table.GetId() != t.GetId() {
-			continue
-		}
-		if buf, err = rowBytes(buf[:0], row); err != nil {
-			return "", err
-		}
-		k := rowKey(buf)
-		if have[k] == 0 {
-			return fmt.Sprintf("row %d of the snapshot is not in the database: %s", row.N, renderRow(t, buf)), nil
-		}
-		have[k]--
-	}
-	var found string
-	err = copyRows(ctx, conn, t, func(raw []byte) error {
-		k := rowKey(raw)
-		if have[k] > 0 && found == "" {
-			found = "the database has a row the snapshot lacks: " + renderRow(t, raw)
-		}
-		return nil
+	show := func(raw []byte) string { return renderRow(t, raw) }
+	return dbsnap.FirstRowDiff(f, t, dbsnap.RowSides{
+		Canon:    rowBytes,
+		ShowSnap: show,
+		ScanDB: func(each func([]byte)) error {
+			return copyRows(ctx, conn, t, func(raw []byte) error { each(raw); return nil })
+		},
+		ShowDB: show,
+		DBRows: dbRows,
 	})
-	return found, err
-}
-
-func rowKey(raw []byte) [16]byte {
-	h := sha256.Sum256(raw)
-	return [16]byte(h[:16])
 }
 
 // renderRow prints a row's fields (binary COPY form) for a message.

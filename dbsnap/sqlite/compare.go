@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
 	"fmt"
@@ -20,35 +19,11 @@ import (
 // and an order-independent digest. SQLite's own equality holds: an
 // integral real equals the integer.
 func Compare(ctx context.Context, f io.ReadSeeker, path string) (*Comparison, error) {
-	sr, err := dbsnap.NewReader(f)
+	sr, snap, err := dbsnap.DigestSnapshot(f, func(dst []byte, row *dbsnap.Row) ([]byte, error) {
+		return canonRow(dst, row, nil)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("snapshot: %w", err)
-	}
-	snap := map[uint32]*dbsnap.TableCompare{}
-	var buf []byte
-	for {
-		row, err := sr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("snapshot: %w", err)
-		}
-		buf = buf[:0]
-		for i, v := range row.Values {
-			x, bad := toSQLite(row.Table.Columns[i], v)
-			if bad != "" {
-				return nil, &ValueError{Table: tableName(row.Table), Row: row.N, Column: row.Table.Columns[i].GetName(), Reason: bad}
-			}
-			buf = canonical(buf, x)
-		}
-		tc := snap[row.Table.GetId()]
-		if tc == nil {
-			tc = &dbsnap.TableCompare{}
-			snap[row.Table.GetId()] = tc
-		}
-		tc.SnapRows++
-		tc.SnapDigest.AddRow(buf)
+		return nil, err
 	}
 	db, err := open(path, true)
 	if err != nil {
@@ -62,97 +37,67 @@ func Compare(ctx context.Context, f io.ReadSeeker, path string) (*Comparison, er
 	defer tx.Rollback()
 	res := &Comparison{}
 	for _, t := range sr.Tables {
-		tc := dbsnap.TableCompare{Name: tableName(t)}
-		if s := snap[t.GetId()]; s != nil {
-			tc.SnapRows, tc.SnapDigest = s.SnapRows, s.SnapDigest
-		}
-		tc.Problem, err = compareTable(ctx, tx, t, &tc)
-		if err != nil {
+		tc := snap[t.GetId()]
+		tc.Name = tableName(t)
+		if tc.Problem, err = checkColumns(ctx, tx, t); err != nil {
 			return nil, err
 		}
 		if tc.Problem == "" {
-			switch {
-			case tc.DBRows != tc.SnapRows:
-				tc.Problem = fmt.Sprintf("%d rows in the snapshot, %d in the database", tc.SnapRows, tc.DBRows)
-			case tc.DBDigest != tc.SnapDigest:
-				tc.Problem = fmt.Sprintf("same row count, digests differ (snapshot %.16s…, database %.16s…)", tc.SnapDigest, tc.DBDigest)
+			if _, err := readTable(ctx, tx, t, func(_ []any, canon []byte) {
+				tc.DBRows++
+				tc.DBDigest.AddRow(canon)
+			}); err != nil {
+				return nil, err
 			}
 		}
-		if tc.Problem != "" && res.FirstDifference == "" {
-			res.FirstDifference = fmt.Sprintf("table %s: %s", tc.Name, tc.Problem)
-			if tc.DBRows > 0 && tc.DBRows <= maxDetailRows {
-				d, err := firstRowDiff(ctx, tx, f, t)
-				if err != nil {
-					return nil, err
-				}
-				if d != "" {
-					res.FirstDifference += "; " + d
-				}
-			}
+		var detail func() (string, error)
+		if tc.DBRows > 0 && tc.DBRows <= dbsnap.MaxDetailRows {
+			detail = func() (string, error) { return firstRowDiff(ctx, tx, f, t, tc.DBRows) }
 		}
-		res.Tables = append(res.Tables, tc)
+		if err := res.Add(tc, detail); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
 
-// maxDetailRows bounds the row-level search for the first difference,
-// which keeps 16 bytes per database row in memory.
-const maxDetailRows = 20_000_000
+// canonRow appends the canonical bytes of a snapshot row, each value
+// converted as Restore converts it. When vals is not nil it receives the
+// converted values.
+func canonRow(dst []byte, row *dbsnap.Row, vals []any) ([]byte, error) {
+	for i, v := range row.Values {
+		x, bad := toSQLite(row.Table.Columns[i], v)
+		if bad != "" {
+			return dst, &ValueError{Table: tableName(row.Table), Row: row.N, Column: row.Table.Columns[i].GetName(), Reason: bad}
+		}
+		if vals != nil {
+			vals[i] = x
+		}
+		dst = canonical(dst, x)
+	}
+	return dst, nil
+}
 
 // firstRowDiff finds the first row of table t in the snapshot that the
 // database lacks, else a row of the database that the snapshot lacks.
-func firstRowDiff(ctx context.Context, tx *sql.Tx, f io.ReadSeeker, t *pb.Table) (string, error) {
-	have := map[[16]byte]int32{}
-	scan := func(fn func(vals []any, key [16]byte)) error {
-		_, err := readTable(ctx, tx, t, fn)
-		return err
-	}
-	if err := scan(func(_ []any, k [16]byte) { have[k]++ }); err != nil {
-		return "", err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	sr, err := dbsnap.NewReader(f)
-	if err != nil {
-		return "", err
-	}
-	var buf []byte
-	vals := make([]any, len(t.Columns))
-	for {
-		row, err := sr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return "", err
-		}
-		if row.Table.GetId() != t.GetId() {
-			continue
-		}
-		buf = buf[:0]
-		for i, v := range row.Values {
-			vals[i], _ = toSQLite(row.Table.Columns[i], v)
-			buf = canonical(buf, vals[i])
-		}
-		k := rowKey(buf)
-		if have[k] == 0 {
-			return fmt.Sprintf("row %d of the snapshot is not in the database: %s", row.N, render(t, vals)), nil
-		}
-		have[k]--
-	}
-	var found string
-	err = scan(func(vals []any, k [16]byte) {
-		if have[k] > 0 && found == "" {
-			found = "the database has a row the snapshot lacks: " + render(t, vals)
-		}
+func firstRowDiff(ctx context.Context, tx *sql.Tx, f io.ReadSeeker, t *pb.Table, dbRows int64) (string, error) {
+	snapVals := make([]any, len(t.Columns))
+	var dbVals []any // the row readTable is passing on
+	return dbsnap.FirstRowDiff(f, t, dbsnap.RowSides{
+		Canon: func(dst []byte, row *dbsnap.Row) ([]byte, error) {
+			return canonRow(dst, row, snapVals)
+		},
+		ShowSnap: func([]byte) string { return render(t, snapVals) },
+		ScanDB: func(each func([]byte)) error {
+			_, err := readTable(ctx, tx, t, func(vals []any, canon []byte) {
+				dbVals = vals
+				each(canon)
+			})
+			return err
+		},
+		ShowDB: func([]byte) string { return render(t, dbVals) },
+		DBRows: dbRows,
 	})
-	return found, err
-}
-
-func rowKey(b []byte) [16]byte {
-	h := sha256.Sum256(b)
-	return [16]byte(h[:16])
 }
 
 func render(t *pb.Table, vals []any) string {
@@ -175,9 +120,9 @@ func render(t *pb.Table, vals []any) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// readTable calls fn with every row of t in the database, its values and
-// the key of its canonical encoding.
-func readTable(ctx context.Context, tx *sql.Tx, t *pb.Table, fn func(vals []any, key [16]byte)) (int64, error) {
+// readTable calls fn with every row of t in the database: its values and
+// its canonical bytes, both valid during the call.
+func readTable(ctx context.Context, tx *sql.Tx, t *pb.Table, fn func(vals []any, canon []byte)) (int64, error) {
 	sel := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		sel[i] = "+" + quote(c.GetName())
@@ -203,12 +148,14 @@ func readTable(ctx context.Context, tx *sql.Tx, t *pb.Table, fn func(vals []any,
 			buf = canonical(buf, v)
 		}
 		n++
-		fn(vals, rowKey(buf))
+		fn(vals, buf)
 	}
 	return n, rows.Err()
 }
 
-func compareTable(ctx context.Context, tx *sql.Tx, t *pb.Table, tc *dbsnap.TableCompare) (string, error) {
+// checkColumns says how the database's table differs from the
+// snapshot's in shape, or "".
+func checkColumns(ctx context.Context, tx *sql.Tx, t *pb.Table) (string, error) {
 	name := tableName(t)
 	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?) ORDER BY cid`, name)
 	if err != nil {
@@ -232,34 +179,7 @@ func compareTable(ctx context.Context, tx *sql.Tx, t *pb.Table, tc *dbsnap.Table
 			return fmt.Sprintf("column %d is %q in the snapshot, %q in the database", i+1, c.GetName(), cols[i]), nil
 		}
 	}
-	sel := make([]string, len(cols))
-	for i, c := range cols {
-		sel[i] = "+" + quote(c) // the stored value, whatever the declared type
-	}
-	q := fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), quote(name))
-	rows, err = tx.QueryContext(ctx, q)
-	if err != nil {
-		return "", fmt.Errorf("sqlite: read %s: %w", name, err)
-	}
-	defer rows.Close()
-	vals := make([]any, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	var buf []byte
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return "", err
-		}
-		buf = buf[:0]
-		for _, v := range vals {
-			buf = canonical(buf, v)
-		}
-		tc.DBRows++
-		tc.DBDigest.AddRow(buf)
-	}
-	return "", rows.Err()
+	return "", nil
 }
 
 // canonical appends a typed encoding of an SQLite value.

@@ -29,16 +29,8 @@ type DumpOptions struct {
 	Progress func(rows int64)
 }
 
-// DumpStats describes a finished dump.
-type DumpStats struct {
-	Tables  int
-	Rows    int64
-	Records int64
-	Bytes   int64
-	// NotCarried lists the views and triggers the snapshot does not
-	// hold, one "kind name" each.
-	NotCarried []string
-}
+// DumpStats is dbsnap's; NotCarried lists the views and triggers.
+type DumpStats = dbsnap.DumpStats
 
 // column is a column to dump and how its values convert.
 type column struct {

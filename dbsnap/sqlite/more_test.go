@@ -9,8 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
 	"github.com/segmq/segmq/dbsnap/pg"
 	"github.com/segmq/segmq/internal/pgtest"
 )
@@ -21,11 +20,7 @@ import (
 func TestPostgresTextForms(t *testing.T) {
 	url := pgtest.NewDB(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbsnaptest.Conn(t, url)
 	exact := map[string][]string{
 		"numeric":         {"'NaN'", "'12.50'", "'-0.0000001234'", "1e30::numeric", "0", "'Infinity'", "'-Infinity'", "123456789.000000001", "-1"},
 		"numeric(12,2)[]": {"'{1.5,NULL,-0.01}'"},

@@ -27,11 +27,8 @@ type RestoreOptions struct {
 	Warn func(msg string)
 }
 
-// RestoreStats describes a finished restore.
-type RestoreStats struct {
-	Tables int
-	Rows   int64
-}
+// RestoreStats is dbsnap's.
+type RestoreStats = dbsnap.RestoreStats
 
 // ValueError is a value SQLite cannot hold.
 type ValueError struct {

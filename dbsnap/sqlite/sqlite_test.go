@@ -11,24 +11,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
-
+	"github.com/segmq/segmq/dbsnap/internal/dbsnaptest"
 	"github.com/segmq/segmq/dbsnap/pg"
 	"github.com/segmq/segmq/internal/pgtest"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		// Every connection, COPY goroutine and worker is gone.
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(dbsnaptest.Main(m)) }
 
 func newFile(t *testing.T, stmts ...string) string {
 	t.Helper()
@@ -103,13 +91,7 @@ func dumpFile(t *testing.T, path string) []byte {
 
 func mustEqual(t *testing.T, snap []byte, path string) {
 	t.Helper()
-	c, err := Compare(context.Background(), bytes.NewReader(snap), path)
-	if err != nil {
-		t.Fatalf("compare: %v", err)
-	}
-	if !c.Equal() {
-		t.Fatalf("database differs from the snapshot: %s", c.FirstDifference)
-	}
+	dbsnaptest.MustEqual(t, Compare, snap, path)
 }
 
 var sqliteSchema = []string{
@@ -170,11 +152,7 @@ func TestSQLiteToPostgres(t *testing.T) {
 	if err != nil || !c.Equal() {
 		t.Fatalf("compare: %v %v", err, c)
 	}
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbsnaptest.Conn(t, url)
 	var id int64
 	if err := conn.QueryRow(ctx, `INSERT INTO users (email) VALUES ('new@x') RETURNING id`).Scan(&id); err != nil || id != 101 {
 		t.Fatalf("next id %d (%v), want 101", id, err)
@@ -201,11 +179,7 @@ func TestSQLiteToPostgres(t *testing.T) {
 func TestPostgresToSQLite(t *testing.T) {
 	url := pgtest.NewDB(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := dbsnaptest.Conn(t, url)
 	for _, q := range []string{
 		`CREATE TYPE mood AS ENUM ('sad', 'happy')`,
 		`CREATE TABLE people (id bigserial PRIMARY KEY, name varchar(20) NOT NULL UNIQUE, born date, seen timestamptz, local timestamp,
@@ -262,7 +236,7 @@ func TestPostgresToSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	nan := filepath.Join(t.TempDir(), "nan.db")
-	_, err = Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{Path: nan})
+	_, err := Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{Path: nan})
 	var ve *ValueError
 	if !errors.As(err, &ve) || ve.Table != "people" || ve.Row != 2 || ve.Column != "ratio" {
 		t.Fatalf("restore with NaN: %v, want a ValueError for people row 2 ratio", err)

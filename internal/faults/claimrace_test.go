@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/segmq/segmq/internal/brokertest"
 	"github.com/segmq/segmq/internal/tcpproxy"
 )
 
@@ -100,23 +101,8 @@ func claimRaceLegacyQueue(t *testing.T) {
 	if err != nil || !bytes.Equal(got, f.data) {
 		t.Fatalf("consumer %d exited 0 but %s is not the exact file (%v):\n%s", winner, outs[winner], err, all.String())
 	}
-	if c, msgs := consumers(t, f.url, f.queue), queueMessages(t, f); c != 0 || msgs != 0 {
-		t.Fatalf("queue %s ends with %d consumers and %d messages, want none:\n%s", f.queue, c, msgs, all.String())
+	if q, err := brokertest.Inspect(t, f.url, f.queue); err != nil || q.Consumers != 0 || q.Messages != 0 {
+		t.Fatalf("queue %s ends with %d consumers and %d messages (%v), want none:\n%s", f.queue, q.Consumers, q.Messages, err, all.String())
 	}
 	t.Logf("consumer %d of %d owns the run; exits %v", winner, n, codes)
-}
-
-func queueMessages(t *testing.T, f *fixture) int {
-	t.Helper()
-	conn, err := amqp.Dial(f.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, _ := conn.Channel()
-	q, err := ch.QueueDeclarePassive(f.queue, true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return q.Messages
 }

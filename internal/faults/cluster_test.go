@@ -1,11 +1,9 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/segmq/segmq/internal/localbroker"
 	"github.com/segmq/segmq/rabbit"
-	"github.com/segmq/segmq/snapfile"
 )
 
 // startCluster starts three nodes (4.0.5, or the host's version with
@@ -44,27 +41,8 @@ func failover(t *testing.T, leader, kill int) time.Duration {
 	c := startCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	var b [6]byte
-	rand.Read(b[:])
-	f := &fixture{t: t, dir: t.TempDir(), queue: "failover-" + hex.EncodeToString(b[:])}
-	data, err := genData(250_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.data, f.in = data, filepath.Join(f.dir, "db.bin")
-	if err := os.WriteFile(f.in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The queue's leader is the node that declares it (client-local).
-	conn, err := amqp.Dial(c.Nodes[leader].URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo := rabbit.Topology{Queue: f.queue, Type: rabbit.Quorum}
-	if err := rabbit.Declare(conn, topo); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
+	f := clusterFixture(t, c, "failover", leader, 250_000)
+	data := f.data
 	if got, err := c.Leader(ctx, f.queue); err != nil || got != c.Nodes[leader] {
 		t.Fatalf("leader of %s: %v (%v), want node %d", f.queue, got, err, leader)
 	}
@@ -133,11 +111,24 @@ var summary = regexp.MustCompile(`(?m)^(sent|received) transfer .*$`)
 
 var reconnected = regexp.MustCompile(`time=(\S+) level=INFO msg="connected to the broker" node=(\S+)`)
 
-// genData returns a snapshot of rows rows.
-func genData(rows int64) ([]byte, error) {
-	var buf bytes.Buffer
-	_, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: rows, Workers: 2, Seed: uint64(rows)})
-	return buf.Bytes(), err
+// clusterFixture is a fixture on cluster c: a quorum queue named
+// prefix-RANDOM, declared through node (the queue's leader is the node
+// that declares it: client-local), and a generated snapshot of rows rows.
+// Its url is empty: the tests pass the nodes' URLs as flags.
+func clusterFixture(t *testing.T, c *localbroker.Cluster, prefix string, node int, rows int64) *fixture {
+	t.Helper()
+	var b [6]byte
+	rand.Read(b[:])
+	f := fixtureOn(t, "", prefix+"-"+hex.EncodeToString(b[:]), rows)
+	conn, err := amqp.Dial(c.Nodes[node].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := rabbit.Declare(conn, rabbit.Topology{Queue: f.queue, Type: rabbit.Quorum}); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // TestClusterFailoverLeaderAndClientNode: producer and consumer are

@@ -94,7 +94,14 @@ type fixture struct {
 
 func newFixture(t *testing.T, rows int64) *fixture {
 	t.Helper()
-	f := &fixture{t: t, dir: t.TempDir(), queue: brokertest.Queue(t), url: brokertest.URL(t)}
+	return fixtureOn(t, brokertest.URL(t), brokertest.Queue(t), rows)
+}
+
+// fixtureOn is a fixture for queue on the broker at url, its input a
+// generated snapshot of rows rows.
+func fixtureOn(t *testing.T, url, queue string, rows int64) *fixture {
+	t.Helper()
+	f := &fixture{t: t, dir: t.TempDir(), queue: queue, url: url}
 	f.in = filepath.Join(f.dir, "db.bin")
 	var buf bytes.Buffer
 	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: rows, Workers: 2, Seed: uint64(rows)}); err != nil {
@@ -387,14 +394,8 @@ func (f *fixture) segments(id string, mssN int, sha string) []amqp.Publishing {
 func (f *fixture) sha() string { s := sha256.Sum256(f.data); return hex.EncodeToString(s[:]) }
 
 func (f *fixture) deadCount() int {
-	conn, err := amqp.Dial(f.url)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, _ := conn.Channel()
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(f.queue+".dead", true, false, false, false, nil)
+	f.t.Helper()
+	q, err := brokertest.Inspect(f.t, f.url, f.queue+".dead")
 	if err != nil {
 		f.t.Fatal(err)
 	}

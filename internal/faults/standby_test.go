@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/segmq/segmq/internal/brokertest"
 )
 
 // journalSize is the size of a consumer's OUT.part.state (0 if absent).
@@ -128,16 +131,7 @@ func TestTwoConsumersNeverSplit(t *testing.T) {
 	})
 	t.Run("legacy-queue", func(t *testing.T) {
 		f := newFixture(t, 20_000)
-		conn, err := amqp.Dial(f.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch, _ := conn.Channel()
-		ch.ExchangeDeclare(f.queue+".dlx", "fanout", true, false, false, false, nil)
-		if _, err := ch.QueueDeclare(f.queue, true, false, false, false, amqp.Table{"x-queue-type": "classic", "x-dead-letter-exchange": f.queue + ".dlx"}); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close()
+		f.declareLegacyQueue()
 		first := f.start(f.url, "consumer", "--out", f.out(), "--timeout", "1m")
 		for deadline := time.Now().Add(30 * time.Second); consumers(t, f.url, f.queue) < 1; time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
@@ -158,15 +152,169 @@ func TestTwoConsumersNeverSplit(t *testing.T) {
 
 func consumers(t *testing.T, url, queue string) int {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, _ := conn.Channel()
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	q, err := brokertest.Inspect(t, url, queue)
 	if err != nil {
 		return 0
 	}
 	return q.Consumers
+}
+
+// declareLegacyQueue declares f.queue as segmq did before
+// single-active-consumer: a classic queue with its dead-letter exchange.
+func (f *fixture) declareLegacyQueue() {
+	f.t.Helper()
+	conn, err := amqp.Dial(f.url)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	ch.ExchangeDeclare(f.queue+".dlx", "fanout", true, false, false, false, nil)
+	if _, err := ch.QueueDeclare(f.queue, true, false, false, false, amqp.Table{"x-queue-type": "classic", "x-dead-letter-exchange": f.queue + ".dlx"}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// TestTwoConsumersNeverSplitOnKill: two consumers with different --out
+// on a segmq queue (single-active-consumer); the second is told it is a
+// "hot standby". When the first is SIGKILLed mid-transfer and the broker
+// makes the second active, the second (no .part of the first's) does not
+// take and ack the rest of the transfer into its own .part: rerunning the
+// first consumer on its own .part finishes with the exact file. A
+// transfer is never silently split between two .part files.
+func TestTwoConsumersNeverSplitOnKill(t *testing.T) {
+	f := newFixture(t, 60_000)
+	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss), 0, 2*time.Minute)
+	first := f.start(f.url, "consumer", "--out", f.out(), "--prefetch", "2", "--ack-every", "2", "--timeout", "1m", "-v")
+	waitProgress(t, f, first)
+	other := filepath.Join(f.dir, "other.bin")
+	second := f.start(f.url, "consumer", "--out", other, "--timeout", "5s", "-v")
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(second.out.String(), "hot standbys"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second consumer never said it is a standby:\n%s", second.out.String())
+		}
+	}
+	first.kill()
+	if code := first.wait(t, time.Minute); code == 0 {
+		t.Fatalf("the first consumer finished before the kill:\n%s", first.out.String())
+	}
+	code := second.wait(t, 2*time.Minute)
+	t.Logf("second consumer (other --out) exited %d; other.bin.part.state %d bytes", code, journalSize(other))
+	again := f.start(f.url, "consumer", "--out", f.out(), "--timeout", "10s", "-v")
+	if code := again.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("the first consumer, rerun on its own .part, cannot finish (exit %d): the 'standby' with another --out took and acked the rest of the transfer.\nsecond:\n%s\nrerun:\n%s",
+			code, tail(second.out.String(), 1500), tail(again.out.String(), 1500))
+	}
+	f.exact()
+}
+
+// TestTwoConsumersNeverSplitLegacyQueueReconnect: on a queue created
+// without x-single-active-consumer, the check that refuses a second
+// consumer runs only when a consumer starts, not after a reconnect. A
+// network blip on the first consumer's connection lets the second start
+// (it sees 1 consumer: itself) and the first reconnect: both are attached
+// when the transfer is published. The claim in QUEUE.done decides (the
+// earliest claim owns the run): exactly one restores the exact file, the
+// other acks nothing and refuses naming the owner.
+func TestTwoConsumersNeverSplitLegacyQueueReconnect(t *testing.T) {
+	f := newFixture(t, 20_000)
+	f.declareLegacyQueue()
+	proxied, px := f.slowURL(0)
+	first := f.start(proxied, "consumer", "--out", f.out(), "--timeout", "15s", "-v")
+	waitConsumers(t, f, 1, first)
+	px.SetDown(true)
+	px.Reset()
+	waitConsumers(t, f, 0, first)
+	second := f.start(f.url, "consumer", "--out", filepath.Join(f.dir, "other.bin"), "--timeout", "15s", "-v")
+	waitConsumers(t, f, 1, second)
+	px.SetDown(false)
+	waitConsumers(t, f, 2, first)
+	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss), 0, time.Minute)
+	// Both consumers were attached before the transfer was published, so
+	// either may own it: the claim decides. Required: exactly one restores
+	// the exact file, the other refuses naming the owner, nothing is split.
+	c1, c2 := first.wait(t, 2*time.Minute), second.wait(t, 2*time.Minute)
+	winner, loser, out := first, second, f.out()
+	if c1 != 0 {
+		winner, loser, out = second, first, filepath.Join(f.dir, "other.bin")
+	}
+	if (c1 == 0) == (c2 == 0) || !strings.Contains(loser.out.String(), "is being restored by ") {
+		t.Fatalf("first consumer exited %d, second %d: want exactly one to restore and the other to refuse naming the owner.\nfirst:\n%s\nsecond:\n%s",
+			c1, c2, tail(first.out.String(), 1500), tail(second.out.String(), 1500))
+	}
+	got, err := os.ReadFile(out)
+	if err != nil || !bytes.Equal(got, f.data) {
+		t.Fatalf("the consumer that exited 0 did not restore the exact file %s (%v):\n%s", out, err, tail(winner.out.String(), 1500))
+	}
+}
+
+// waitConsumers waits until f.queue has n consumers.
+func waitConsumers(t *testing.T, f *fixture, n int, p *proc) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); consumers(t, f.url, f.queue) != n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue never had %d consumers:\n%s", n, p.out.String())
+		}
+	}
+}
+
+// tail is the last n bytes of a command's output, for a message.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// TestTwoConsumersNeverSplitOnConnectionReset: no crash at all. Two
+// consumers with different --out on a segmq queue (single-active-
+// consumer); the first is restoring, the second is the "hot standby". The
+// first's TCP connection is reset once (a failover, a NAT timeout) and the
+// broker activates the second: the second does not take over the
+// transfer, and the first, reconnected, finishes with the exact file.
+func TestTwoConsumersNeverSplitOnConnectionReset(t *testing.T) {
+	f := newFixture(t, 60_000)
+	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss), 0, 2*time.Minute)
+	proxied, px := f.slowURL(0)
+	first := f.start(proxied, "consumer", "--out", f.out(), "--prefetch", "2", "--ack-every", "2", "--timeout", "15s", "-v")
+	waitProgress(t, f, first)
+	second := f.start(f.url, "consumer", "--out", filepath.Join(f.dir, "other.bin"), "--timeout", "10s", "-v")
+	waitConsumers(t, f, 2, second)
+	px.Reset()
+	c1, c2 := first.wait(t, 2*time.Minute), second.wait(t, 2*time.Minute)
+	if c1 != 0 {
+		t.Fatalf("after one connection reset the first consumer exited %d (second %d): the SAC standby with another --out took over the transfer.\nfirst:\n%s\nsecond:\n%s",
+			c1, c2, tail(first.out.String(), 1500), tail(second.out.String(), 1500))
+	}
+	f.exact()
+}
+
+// TestStandbyBehindOtherTransferSaysSoAndTakesOver: with single-active-
+// consumer on every segmq queue, a consumer waiting for a transfer not yet
+// published (A, --transfer X) is the only one the broker delivers to, and
+// B (--transfer Y, every segment of Y in the queue) gets nothing while A
+// runs. That is the design (one restore per queue at a time, so that two
+// consumers never split a transfer), but it is not silent: B says at once
+// that it is a standby behind another consumer, naming the queue and what
+// to do, and takes over (and restores Y) as soon as A stops.
+func TestStandbyBehindOtherTransferSaysSoAndTakesOver(t *testing.T) {
+	f := newFixture(t, 20_000)
+	mustExit(t, f.start(f.url, "producer", "--in", f.in, "--mss", mss, "--transfer", "ytransfer"), 0, time.Minute)
+	a := f.start(f.url, "consumer", "--out", filepath.Join(f.dir, "x.bin"), "--transfer", "xtransfer", "--timeout", "1m", "-v")
+	waitConsumers(t, f, 1, a)
+	b := f.start(f.url, "consumer", "--out", f.out(), "--transfer", "ytransfer", "--timeout", "1m", "-v")
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(b.out.String(), "One restore per queue at a time: use one queue (--queue) per concurrent restore"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer --transfer ytransfer, behind a consumer of another transfer, never said it is a standby:\n%s", tail(b.out.String(), 1500))
+		}
+	}
+	if !strings.Contains(b.out.String(), "standby: queue "+f.queue+" has 1 other consumer(s)") {
+		t.Fatalf("the standby message does not name the queue and the other consumer:\n%s", tail(b.out.String(), 1500))
+	}
+	a.kill()
+	a.wait(t, time.Minute)
+	if code := b.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("consumer --transfer ytransfer exited %d after the consumer of another transfer stopped:\n%s", code, tail(b.out.String(), 1500))
+	}
+	f.exact()
 }

@@ -44,7 +44,7 @@ func TestBenchSmoke(t *testing.T) {
 		"#### Memory", "| 1 MiB |", "| 2 MiB |", "#### MSS sweep", "| 16 KiB |",
 		"#### Compression", "| none |", "| zstd |", "| s2 |", "| auto |", "effective / raw", "| loopback | generated, 1 MiB | auto |", "| shaped, nominal 100 MB/s | low-entropy, 1 MiB | s2 |",
 		"#### Streams", "| raw native stream protocol", "| segmq --queue-type stream |",
-		"#### RabbitMQ 4: one node and a 3-node cluster", ", 1 node | classic |", ", 1 node | quorum |", ", 3 nodes | quorum |"} {
+		"#### RabbitMQ 4: one node and a 3-node cluster", ", 1 node | classic |", ", 1 node | quorum |", ", 1 node | stream |", ", 3 nodes | quorum |"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("results lack %q:\n%s", want, got)
 		}

@@ -9,8 +9,8 @@ import (
 )
 
 // The RabbitMQ 4 rows: segmq against the raw baseline on a single 4.0.5
-// node (classic and quorum) and on a 3-node 4.0.5 cluster (quorum), each
-// pair alternated run after run on the same broker.
+// node (classic, quorum and stream) and on a 3-node 4.0.5 cluster
+// (quorum), each pair alternated run after run on the same broker.
 
 func init() { register(section{"cluster", 70, clusterSection}) }
 
@@ -49,7 +49,7 @@ func clusterSection(ctx context.Context, b *bench, e *env) error {
 	for _, qt := range []struct {
 		name string
 		runs int
-	}{{"classic", b.o.runs}, {"quorum", b.o.quorumRuns}} {
+	}{{"classic", b.o.runs}, {"quorum", b.o.quorumRuns}, {"stream", b.o.runs}} {
 		if qt.runs == 0 {
 			continue
 		}
@@ -72,7 +72,7 @@ func clusterSection(ctx context.Context, b *bench, e *env) error {
 		}
 	}
 	b.section("RabbitMQ 4: one node and a 3-node cluster",
-		fmt.Sprintf("%s snapshot (%d bytes), MSS %d. Same **raw** baseline and **segmq** run as End to end, alternated on a RabbitMQ %s node started from the Debian trixie root, and on a 3-node cluster of it (three nodes on this one machine; the clients connect to the node that declares the queue, so the quorum leader is local and each write is replicated to two other nodes on the same disk).",
+		fmt.Sprintf("%s snapshot (%d bytes), MSS %d. Same **raw** baseline and **segmq** run as End to end, alternated on a RabbitMQ %s node started from the Debian trixie root, and on a 3-node cluster of it (three nodes on this one machine; the clients connect to the node that declares the queue, so the quorum leader is local and each write is replicated to two other nodes on the same disk). On the **stream** row the raw consumer reads from the stream's first offset (attached before the publish), and segmq runs with --queue-type stream (it also declares and writes the small QUEUE.index stream, and puts a start and a done marker around the segments).",
 			human(b.o.ratioSize), e.main.bytes, b.o.mss, version), t)
 	return nil
 }

@@ -58,7 +58,11 @@ func (b *bench) raw(ctx context.Context, queueType string, size, count int, out 
 	if err := cch.Qos(b.o.rawPrefetch, 0, false); err != nil {
 		return 0, err
 	}
-	deliveries, err := cch.ConsumeWithContext(ctx, q, "", false, false, false, false, nil)
+	var args amqp.Table
+	if queueType == "stream" { // read from its start, as segmq's consumer does
+		args = amqp.Table{"x-stream-offset": "first"}
+	}
+	deliveries, err := cch.ConsumeWithContext(ctx, q, "", false, false, false, false, args)
 	if err != nil {
 		return 0, err
 	}

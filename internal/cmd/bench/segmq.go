@@ -87,7 +87,7 @@ func wireBytes(summary string) (int64, error) {
 // that the consumer verified and wrote it.
 func (b *bench) e2e(ctx context.Context, s snapshot, queueType string, mss int, extraP, extraC []string) (e2eResult, error) {
 	q := b.queue("segmq")
-	defer b.deleteQueues(q)
+	defer b.deleteQueues(q, q+".index") // .index: --queue-type stream's index stream
 	out := b.path("restored.bin")
 	for _, p := range []string{out, out + ".part", out + ".part.state"} {
 		os.Remove(p)
