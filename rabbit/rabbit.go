@@ -12,6 +12,8 @@
 //	Q.done   durable queue of Q's type (quorum: x-delivery-limit lifted),
 //	         x-max-length 1000, x-overflow drop-head: the registry of
 //	         completed transfers
+//	Q.claims stream, x-max-age 30D, x-max-length-bytes 64 MiB: consumers'
+//	         claims on the transfers they restore (claims.go)
 //
 // Q also has x-single-active-consumer (one consumer restores at a time,
 // others wait as hot standbys) and, when quorum, x-delivery-limit
@@ -410,6 +412,9 @@ type Queue struct {
 	// classic registry whose node is down); the transfer goes on
 	// without it.
 	DoneErr error
+	// ClaimsErr: the claims stream (Q.claims) could not be declared; a
+	// consumer stops at its first claim unless told not to claim.
+	ClaimsErr error
 }
 
 // LimitApplies reports whether the broker counts returns of quorum-queue
@@ -535,6 +540,11 @@ func Ensure(conn *amqp.Connection, t Topology) (Queue, error) {
 	default:
 		return res, fmt.Errorf("declare queue %s: %w", t.DoneQueue(), err)
 	}
+	// The claims stream, ahead of the first claim: on RabbitMQ 4.0.5 a
+	// publish to a stream that another connection has just created can
+	// close the publisher's connection (541 INTERNAL_ERROR). A consumer
+	// declares it again when it claims, and stops there if it cannot.
+	res.ClaimsErr = DeclareClaims(conn, t)
 	return res, nil
 }
 

@@ -45,8 +45,9 @@
 //	         ─► s2/zstd decode when marked (unknown encoding: dead-letter), shape checked again
 //	         ─► partFile.bind (first accepted segment only) ─► partFile.place
 //	         ─► held while beyond the reorder window (at most prefetch-1)
-//	flush    ─► first ack of the run in this process: claim it in QUEUE.done
-//	            (claim.go); another owner's claim first ─► ClaimError, no ack
+//	flush    ─► first ack of the run in this process: claim it in the stream
+//	            QUEUE.claims (claim.go); another owner's claim at a lower
+//	            offset ─► ClaimError, no ack
 //	         ─► partFile.startSync: fsync .part, then journal append, in the
 //	            background while the next batch is placed (one at a time)
 //	         ─► done (loop select, or the next flush waits) ─► acker: done ─► ack
@@ -86,11 +87,17 @@
 // standby with another --out that the broker activates when the first
 // dies or loses its connection once, nor two consumers on an old queue
 // after a reconnect: so before its first ack of a (transfer, run) a
-// consumer publishes a confirmed claim (owner: host and absolute --out) in
-// QUEUE.done and reads the registry again, twice; the earliest claim
-// owns the run, and any other consumer stops with a ClaimError
-// before acking a segment of it (what it holds unacked returns to the
-// queue; the owner, rerun on its .part, finishes). Quorum queues
+// consumer publishes a confirmed claim (owner: host and absolute --out,
+// and a random nonce) to the stream QUEUE.claims and reads the stream from
+// its first offset until it meets its own claim. The claim at the lowest
+// offset owns the run: a stream reader holds nothing from other readers,
+// and the later of two claimers always reads the earlier's claim, so
+// exactly one owns it, with no clock involved. Any other consumer stops
+// with a ClaimError before acking a segment of it (what it holds unacked
+// returns to the queue; the owner, rerun on its .part, finishes). A claims
+// stream that cannot be used stops the consumer too (ClaimUnavailableError)
+// unless NoClaim; claims an older segmq left in QUEUE.done are honoured.
+// Quorum queues
 // carry a delivery limit that is never reached; on one created without
 // it (RabbitMQ 4.0+ then counts every return toward 20), a delivery whose
 // x-delivery-count reaches 10 is acked at once, not with its batch.

@@ -75,7 +75,12 @@ type ReceiveConfig struct {
 	// standby on the same --out), then resumes from the .part it leaves,
 	// instead of failing at once. If that consumer restores the file, the
 	// standby returns with ReceiveResult.ByOther set.
-	Standby  bool
+	Standby bool
+	// NoClaim skips the claim in QUEUE.claims (claim.go): for a broker
+	// without streams, or a user who may not use that stream, when no
+	// other consumer can run on the queue. Without it, a claims stream
+	// that cannot be used stops the consumer before its first ack.
+	NoClaim  bool
 	Log      *slog.Logger
 	Progress func(bytes int64, total int64)
 

@@ -155,6 +155,7 @@ func Queue(t testing.TB) string {
 		}
 		ch.QueueDelete(q, false, false, false)
 		ch.QueueDelete(q+".dead", false, false, false)
+		ch.QueueDelete(q+".claims", false, false, false)
 		ch.ExchangeDelete(q+".dlx", false, false)
 	})
 	return q

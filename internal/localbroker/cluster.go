@@ -18,8 +18,9 @@ import (
 // Erlang cookie, one private epmd, a node name, ports and a directory per
 // node. Quorum queues created on it replicate across every node.
 type Cluster struct {
-	Nodes []*Broker
-	dir   string
+	Nodes  []*Broker
+	dir    string
+	ownDir bool // StartCluster made dir: Close removes it
 }
 
 // ClusterOptions configures StartCluster. Zero values pick defaults.
@@ -28,6 +29,10 @@ type ClusterOptions struct {
 	Root   string    // as Options.Root
 	Config string    // appended to every node's rabbitmq.conf
 	Log    io.Writer // every node's output; nil discards it
+	// Dir holds a directory per node (Dir/1, Dir/2, ...); inside Root
+	// when Root is set. "" means a new temporary directory, which Close
+	// removes; a given Dir is kept.
+	Dir string
 }
 
 // StartCluster starts opts.Size nodes at once (their boots overlap, so a
@@ -51,11 +56,19 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (c *Cluster, err err
 			return nil, err
 		}
 	}
-	dir, err := os.MkdirTemp(filepath.Join(root, os.TempDir()), "segmq-cluster-")
+	dir, own := opts.Dir, opts.Dir == ""
+	if own {
+		dir, err = os.MkdirTemp(filepath.Join(root, os.TempDir()), "segmq-cluster-")
+	} else if dir, err = filepath.Abs(dir); err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{dir: dir}
+	if rel, err := filepath.Rel(root, dir); root != "" && (err != nil || strings.HasPrefix(rel, "..")) {
+		return nil, fmt.Errorf("localbroker: the cluster directory %s must lie inside the root %s", dir, root)
+	}
+	c = &Cluster{dir: dir, ownDir: own}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -65,13 +78,16 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (c *Cluster, err err
 	if err != nil {
 		return nil, err
 	}
-	tag := filepath.Base(dir)[len("segmq-cluster-"):]
+	tag := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	if own {
+		tag = filepath.Base(dir)[len("segmq-cluster-"):]
+	}
 	for i := range n {
 		b := &Broker{Dir: filepath.Join(dir, strconv.Itoa(i+1)), Root: root, EpmdPort: epmd, log: opts.Log}
 		if b.log == nil {
 			b.log = io.Discard
 		}
-		if err := os.Mkdir(b.Dir, 0o755); err != nil {
+		if err := os.Mkdir(b.Dir, 0o755); err != nil && (own || !os.IsExist(err)) {
 			return nil, err
 		}
 		if b.Port, err = freePort(); err != nil {
@@ -202,7 +218,9 @@ func (c *Cluster) Close() error {
 	if len(c.Nodes) > 0 {
 		c.Nodes[0].killEpmd()
 	}
-	os.RemoveAll(c.dir)
+	if c.ownDir {
+		os.RemoveAll(c.dir)
+	}
 	return errors.Join(errs...)
 }
 
