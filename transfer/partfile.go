@@ -58,6 +58,7 @@ type partFile struct {
 	hash *hasher
 
 	syncing *pendingSync // a persist running in the background, or nil
+	failed  error        // the first failed persist: every later one fails
 
 	runs      []segment.Run // placed since the last persist
 	shaDirty  bool          // sha learnt since the last persist
@@ -305,10 +306,8 @@ func (p *partFile) persist() error {
 	if err := p.waitSync(); err != nil {
 		return err
 	}
-	if s := p.startSync(); s != nil {
-		<-s.done
-		p.syncing = nil
-		return s.err
+	if p.startSync() != nil {
+		return p.waitSync()
 	}
 	return nil
 }
@@ -331,6 +330,10 @@ type pendingSync struct {
 func (p *partFile) startSync() *pendingSync {
 	if p.syncing != nil {
 		panic("internal error: a persist is already running")
+	}
+	if p.failed != nil {
+		p.syncing = &pendingSync{done: closedDone, err: p.failed}
+		return p.syncing
 	}
 	if p.b == nil || (len(p.runs) == 0 && !p.shaDirty && !p.offDirty) {
 		return nil
@@ -382,14 +385,19 @@ func (p *partFile) startSync() *pendingSync {
 var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // waitSync waits for the running persist, if any, and returns its error.
+// A persist that failed fails every later one: after a failed fsync the
+// kernel may have dropped the dirty pages, and after a failed journal
+// append what follows it would not be replayed, so nothing placed since
+// may be recorded as durable, or acked, in this process.
 func (p *partFile) waitSync() error {
-	s := p.syncing
-	if s == nil {
-		return nil
+	if s := p.syncing; s != nil {
+		<-s.done
+		p.syncing = nil
+		if s.err != nil && p.failed == nil {
+			p.failed = fmt.Errorf("%w; nothing more is recorded or acked in this run (run again to resume)", s.err)
+		}
 	}
-	<-s.done
-	p.syncing = nil
-	return s.err
+	return p.failed
 }
 
 // compaction is the whole journal as one received set.

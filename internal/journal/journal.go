@@ -63,6 +63,7 @@ type Journal struct {
 	kind byte
 	f    vfs.File
 	size int64
+	err  error // the first failed Append: every later one returns it
 }
 
 func fileHeader(kind byte) []byte {
@@ -220,8 +221,15 @@ func validRecordAt(raw []byte, off int) bool {
 }
 
 // Append writes recs at the end and fsyncs: once it returns nil they
-// survive a crash.
+// survive a crash. A failed Append may leave part of a record behind
+// (a short write on a full disk), and replay stops at the first bad
+// record: so after one failure every later Append fails too, with the
+// same error, rather than write records no replay would read.
+// Rewrite starts a new file and clears it.
 func (j *Journal) Append(recs ...Record) error {
+	if j.err != nil {
+		return j.err
+	}
 	var b []byte
 	for _, r := range recs {
 		if len(r.Data)+1 > MaxRecord {
@@ -230,10 +238,12 @@ func (j *Journal) Append(recs ...Record) error {
 		b = appendRecord(b, r)
 	}
 	if _, err := j.f.Write(b); err != nil {
-		return fmt.Errorf("append to %s: %w", j.path, err)
+		j.err = fmt.Errorf("append to %s: %w", j.path, err)
+		return j.err
 	}
 	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", j.path, err)
+		j.err = fmt.Errorf("fsync %s: %w", j.path, err)
+		return j.err
 	}
 	j.size += int64(len(b))
 	return nil
