@@ -62,6 +62,10 @@ func backoff(ctx context.Context, n int) error {
 	}
 }
 
+// maxRefusals is how many refusals in a row (403 while connecting) a
+// reconnect takes as a cut handshake before it believes them.
+const maxRefusals = 5
+
 // session is where a session runs: the node connected to (its URL,
 // redacted) and what the topology declaration found.
 type sessionInfo struct {
@@ -90,8 +94,21 @@ func reconnect(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, to
 func reconnectInfo(ctx context.Context, log *slog.Logger, dial rabbit.DialConfig, topo rabbit.Topology, connected *bool, reconnects *int,
 	session func(context.Context, *amqp.Connection, *amqp.Channel, sessionInfo) error, onLost func(error) error) error {
 	urls := rabbit.URLs(dial.URL)
+	refused := 0 // refusals in a row after a first success
 	for attempt := 0; ; {
 		conn, ch, info, node, err := openSession(ctx, dial, topo, connected)
+		if rabbit.IsAccessRefused(err) {
+			// amqp091-go reports any failure while it waits for the
+			// broker's handshake replies as 403 (ErrCredentials,
+			// ErrVhost), a connection cut there included. After a
+			// session with these credentials worked, a refusal is
+			// retried a few times before it is believed.
+			if refused++; refused > maxRefusals {
+				return fmt.Errorf("the broker refused the credentials %d times in a row after accepting them earlier (revoked, or the vhost deleted?): %w", refused, err)
+			}
+		} else if err == nil {
+			refused = 0
+		}
 		if err == nil {
 			if attempt > 0 {
 				log.Info("connected to the broker", "node", info.URL, "attempt", attempt)
@@ -131,10 +148,10 @@ func openSession(ctx context.Context, dial rabbit.DialConfig, topo rabbit.Topolo
 	var info sessionInfo
 	conn, node, err := rabbit.DialAny(ctx, dial)
 	if err != nil {
-		if rabbit.IsAccessRefused(err) || !*connected {
-			return nil, nil, info, 0, err
+		if !*connected {
+			return nil, nil, info, 0, err // never reached, or refused: a configuration error
 		}
-		return nil, nil, info, 0, lost(err)
+		return nil, nil, info, 0, lost(err) // a refusal too: see maxRefusals
 	}
 	info.URL = rabbit.Redact(rabbit.URLs(dial.URL)[node])
 	*connected = true
