@@ -136,3 +136,78 @@ func lastLines(s string, n int) string {
 	}
 	return fmt.Sprint(ls)
 }
+
+// inUTSNS returns a command that runs bin with the hostname host: what a
+// container recreated by docker (its hostname is its new container id) or
+// a rescheduled Kubernetes pod sees.
+func inUTSNS(host, bin string, args ...string) *exec.Cmd {
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+	line := "hostname " + q(host) + " && exec " + q(bin)
+	for _, a := range args {
+		line += " " + q(a)
+	}
+	return exec.Command("unshare", "-u", "sh", "-c", line)
+}
+
+// TestReview3ClaimRerunAfterHostnameChangeRefusesItsOwnPart: a consumer
+// in a container writes /out/db.bin on a persistent volume, acks part of
+// the transfer and is SIGKILLed; the container is recreated (docker run
+// --rm / compose --force-recreate / a pod rescheduled), which gives it a
+// new hostname, and runs the same command on the same volume: the
+// documented "run again to resume". The claim's owner was
+// OLDHOST:/out/db.bin, so the rerun is "another owner": it refuses its own
+// .part, naming a consumer that no longer exists, and no consumer can
+// ever finish the run (only producer --restart, a full resend).
+//
+// Expected: the rerun on the same .part resumes and restores the file.
+func TestReview3ClaimRerunAfterHostnameChangeRefusesItsOwnPart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for UTS namespaces (unshare -u) to play a recreated container")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare(1)")
+	}
+	url := brokertest.URL(t)
+	queue := brokertest.Queue(t)
+	consumer := build(t, "consumer", ".")
+	producer := buildProducer(t)
+	dir := t.TempDir()
+	data := make([]byte, 20<<20)
+	rand.Read(data)
+	in := filepath.Join(dir, "in.bin")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := producer(in, "--url", url, "--queue", queue, "--raw", "--mss", "4096", "--state", "-"); err != nil {
+		t.Fatalf("producer: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "db.bin")
+	var aErr bytes.Buffer
+	a := inUTSNS("c0ffee000001", consumer, "--url", url, "--queue", queue, "--out", out, "--timeout", "8s", "--prefetch", "2", "--ack-every", "1", "-v")
+	a.Stderr = &aErr
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := os.Stat(out + ".part.state"); err == nil && st.Size() > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	a.Process.Kill()
+	a.Wait()
+	if !strings.Contains(aErr.String(), "claimed the transfer") {
+		t.Fatalf("the first container never claimed the transfer:\n%s", aErr.String())
+	}
+	var rOut, rErr bytes.Buffer
+	r := inUTSNS("c0ffee000002", consumer, "--url", url, "--queue", queue, "--out", out, "--timeout", "8s")
+	r.Stdout, r.Stderr = &rOut, &rErr
+	rerr := r.Run()
+	got, _ := os.ReadFile(out)
+	if rerr != nil || !bytes.Equal(got, data) {
+		t.Errorf("the recreated container (new hostname, same volume and --out) reran on its own .part: %v, restored exactly: %v\nstderr: %s\nwant: it resumes and restores the file",
+			rerr, bytes.Equal(got, data), lastLines(rErr.String(), 2))
+	}
+}
