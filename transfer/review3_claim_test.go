@@ -148,3 +148,37 @@ func BenchmarkReview3ClaimFullStream(b *testing.B) {
 		b.Logf("claim %d: %s", i, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// TestReview3ClaimOfOwnerThatAckedNothingBlocksEveryOtherOut: consumer A
+// claims the run and dies before its first ack (SIGKILL, OOM or power loss
+// in that instant; or its first persist fails, e.g. ENOSPC on the .part's
+// disk, and it stops: checkClaim runs before part.persist). Nothing of the
+// transfer was acked: every segment is still in the queue. Yet for 30 days
+// every consumer with another --out (the single-active-consumer standby
+// that issue 11 wants to take over, or the user moving the restore to a
+// disk with room) refuses with "rerun that consumer", and only A's host
+// and path, or a full resend (producer --restart), can finish it.
+func TestReview3ClaimOfOwnerThatAckedNothingBlocksEveryOtherOut(t *testing.T) {
+	e := newEnv(t)
+	data := make([]byte, 200_000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	sent := e.send(e.file("in.bin", data), 4096, true)
+	a := e.claimant(filepath.Join(e.dir, "a.bin"), binding{Transfer: sent.Transfer, Run: sent.Run})
+	if err := a.checkClaim(); err != nil {
+		t.Fatalf("A's claim: %v", err)
+	}
+	a.conn.Close() // A dies before its first ack
+	if got := e.waitDepth(e.topo.Name(), int(sent.Segments), 10*time.Second); got != int(sent.Segments) {
+		t.Fatalf("queue holds %d segments, want all %d (nothing was acked)", got, sent.Segments)
+	}
+	out := filepath.Join(e.dir, "b.bin")
+	cfg := e.receiveCfg(out)
+	cfg.Timeout = 10 * time.Second
+	res, err := Receive(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("consumer with another --out, every segment still in the queue, the claimer acked nothing: %v (segments %d); want it to restore the file", err, res.Segments)
+	}
+	e.mustEqualFile(out, data)
+}
