@@ -287,3 +287,81 @@ func TestReview3NoClaimStandbyIgnoresExistingOwner(t *testing.T) {
 			strings.Contains(bErr.String(), "is being restored by"), bPart == nil, lastLines(bErr.String(), 2), a2err, bytes.Equal(got, data), lastLines(a2Err.String(), 1))
 	}
 }
+
+// TestReview3StandbyOnSharedStorageFromAnotherHostRefuses: the README's
+// remedy for a standby is "give both the same --out on shared storage";
+// "Same --out (one host, or shared storage): ... the standby resumes from
+// its .part ... (it is the same claim owner)". On shared storage the
+// standby runs on another host, so its owner is OTHERHOST:/abs/--out, not
+// the active consumer's HOST:/abs/--out. A (hostname host-a) restores
+// onto the shared --out and is SIGKILLed mid-transfer; the --standby B
+// (hostname host-b, same --out, same files: here one filesystem plays the
+// shared storage) takes the lock and the .part, then refuses its own
+// .part as "being restored by host-a:...".
+//
+// Expected: B resumes from the .part and restores the file (exit 0).
+func TestReview3StandbyOnSharedStorageFromAnotherHostRefuses(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for UTS namespaces (unshare -u) to play two hosts")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare(1)")
+	}
+	url := brokertest.URL(t)
+	queue := brokertest.Queue(t)
+	consumer := build(t, "consumer", ".")
+	producer := buildProducer(t)
+	dir := t.TempDir()
+	data := make([]byte, 20<<20)
+	rand.Read(data)
+	in := filepath.Join(dir, "in.bin")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := producer(in, "--url", url, "--queue", queue, "--raw", "--mss", "4096", "--state", "-"); err != nil {
+		t.Fatalf("producer: %v\n%s", err, out)
+	}
+	out := filepath.Join(dir, "shared", "db.bin")
+	if err := os.Mkdir(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var aErr bytes.Buffer
+	a := inUTSNS("host-a", consumer, "--url", url, "--queue", queue, "--out", out, "--timeout", "8s", "--prefetch", "2", "--ack-every", "1", "-v")
+	a.Stderr = &aErr
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := os.Stat(out + ".part.state"); err == nil && st.Size() > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var bOut, bErr bytes.Buffer
+	b := inUTSNS("host-b", consumer, "--url", url, "--queue", queue, "--out", out, "--timeout", "8s", "--standby")
+	b.Stdout, b.Stderr = &bOut, &bErr
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	a.Process.Kill()
+	a.Wait()
+	if !strings.Contains(aErr.String(), "claimed the transfer") {
+		t.Fatalf("A never claimed the transfer:\n%s", aErr.String())
+	}
+	bDone := make(chan error, 1)
+	go func() { bDone <- b.Wait() }()
+	var berr error
+	select {
+	case berr = <-bDone:
+	case <-time.After(60 * time.Second):
+		b.Process.Kill()
+		t.Fatal("standby B did not exit in 60s")
+	}
+	got, _ := os.ReadFile(out)
+	if berr != nil || !bytes.Equal(got, data) {
+		t.Errorf("--standby on the same shared --out from another host, after the active consumer was killed: %v, restored exactly: %v\nstderr: %s\nwant: it resumes from the .part and restores the file",
+			berr, bytes.Equal(got, data), lastLines(bErr.String(), 1))
+	}
+}
