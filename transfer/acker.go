@@ -49,6 +49,16 @@ func (a *acker) settled(tag uint64) {
 	}
 }
 
+// anyDone reports whether a delivery is waiting to be acked.
+func (a *acker) anyDone() bool {
+	for _, e := range a.q {
+		if e.done {
+			return true
+		}
+	}
+	return false
+}
+
 // unsettled is the number of deliveries the broker counts against the
 // prefetch.
 func (a *acker) unsettled() int { return len(a.q) }

@@ -33,6 +33,12 @@ const HdrClaim = "segmq-claim"
 // wins, as older versions decided.
 const HdrClaimAt = "segmq-claim-at"
 
+// HdrClaimPart is the claimer's .part id (binding.Part): what decides
+// whether two claims have the same owner. HdrClaim (host and path) is
+// only for people: two containers can share both, and a standby on shared
+// storage or a recreated container changes the host.
+const HdrClaimPart = "segmq-claim-part"
+
 // HdrClaimNonce is a random id of one claim, so that its claimer knows it
 // when it reads the stream back.
 const HdrClaimNonce = "segmq-claim-nonce"
@@ -45,7 +51,8 @@ const claimReadTimeout = time.Minute
 // claim is one claim marker.
 type claim struct {
 	key    doneKey
-	owner  string
+	owner  string // HOST:/abs/--out, for people
+	part   string // the owner's .part id (binding.Part); "" in older claims
 	at     time.Time
 	nonce  string // stream claims
 	offset int64  // stream claims: x-stream-offset
@@ -59,7 +66,7 @@ type ClaimError struct {
 }
 
 func (e *ClaimError) Error() string {
-	return fmt.Sprintf("transfer %s run %s is being restored by %s (claimed at %s); its acked segments are no longer in %s: rerun that consumer, or republish with producer --restart. Nothing was acked here; the segments held are back in the queue",
+	return fmt.Sprintf("transfer %s run %s is being restored by %s (claimed at %s); what that consumer acked is no longer in %s: rerun it on its --out (its .part), or republish with producer --restart. Nothing was acked here; the segments held are back in the queue",
 		e.Transfer, orNone(e.Run), e.Owner, e.At.UTC().Format(time.RFC3339), e.Queue)
 }
 
@@ -91,6 +98,17 @@ func (r *receiver) owner() string {
 		r.ownerID = host + ":" + out
 	}
 	return r.ownerID
+}
+
+// ownClaim reports whether c is this consumer's: the same .part id when
+// both have one (the claim's host and path do not matter), else (a claim
+// by an older segmq, or a .part bound before part ids) the same host and
+// absolute --out.
+func (r *receiver) ownClaim(c *claim) bool {
+	if b := r.part.bound(); b != nil && b.Part != "" && c.part != "" {
+		return c.part == b.Part
+	}
+	return c.owner == r.owner()
 }
 
 // checkClaim runs before the first ack of the bound transfer's segments
@@ -133,7 +151,7 @@ func (r *receiver) checkClaim() error {
 	if win, err := r.legacyClaim(key); err != nil {
 		return err
 	} else if win != nil {
-		if win.owner != r.owner() {
+		if !r.ownClaim(win) {
 			r.claimErr = &ClaimError{Transfer: b.Transfer, Run: b.Run, Owner: win.owner, At: win.at, Queue: topo.Name()}
 			return r.claimErr
 		}
@@ -156,7 +174,7 @@ func (r *receiver) checkClaim() error {
 	if err != nil {
 		return fail(err)
 	}
-	if win.owner != r.owner() {
+	if !r.ownClaim(win) {
 		r.claimErr = &ClaimError{Transfer: b.Transfer, Run: b.Run, Owner: win.owner, At: win.at, Queue: topo.Name()}
 		return r.claimErr
 	}
@@ -207,7 +225,7 @@ func (r *receiver) claimStream(b *binding) (*claim, error) {
 	nonce := hex.EncodeToString(nb[:])
 	now := time.Now()
 	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, true, false, amqp.Publishing{
-		Headers:      amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: r.owner(), HdrClaimAt: now.UnixNano(), HdrClaimNonce: nonce},
+		Headers:      amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: r.owner(), HdrClaimPart: b.Part, HdrClaimAt: now.UnixNano(), HdrClaimNonce: nonce},
 		Body:         []byte("claim " + b.Transfer + "/" + b.Run + " by " + r.owner()),
 		ContentType:  "text/plain",
 		DeliveryMode: amqp.Persistent,
@@ -265,7 +283,7 @@ func (r *receiver) claimStream(b *binding) (*claim, error) {
 		if win == nil || c.offset < win.offset {
 			win = c
 		}
-		if c.nonce == nonce && c.owner == r.owner() {
+		if c.nonce == nonce {
 			return win, nil
 		}
 	}
@@ -289,11 +307,12 @@ func streamClaim(d amqp.Delivery) (*claim, error) {
 		return nil, nil
 	}
 	run, _ := d.Headers[HdrRun].(string)
+	part, _ := d.Headers[HdrClaimPart].(string)
 	at := d.Timestamp
 	if n, ok := asInt(d.Headers[HdrClaimAt]); ok {
 		at = time.Unix(0, n)
 	}
-	return &claim{key: doneKey{tr, run}, owner: owner, at: at, nonce: nonce, offset: off}, nil
+	return &claim{key: doneKey{tr, run}, owner: owner, part: part, at: at, nonce: nonce, offset: off}, nil
 }
 
 // readRegistry reads the registry (QUEUE.done) on a channel of its own:

@@ -36,6 +36,12 @@ type binding struct {
 	MSS      int    `json:"mss"`           // segmq transfers: from the headers
 	Size     int64  `json:"size"`          // segmq transfers: from the headers
 	Total    uint32 `json:"total"`         // segmq transfers: from the first accepted segment
+	// Part is a random id of this .part, made when it is bound: what a
+	// claim names as its owner. A standby on the same .part (shared
+	// storage, another host), or a rerun in a recreated container, reads
+	// the same id; two .parts never share one, whatever their host names
+	// and paths. "" in a journal written before it existed.
+	Part string `json:"part,omitempty"`
 }
 
 func (b *binding) raw() bool { return b.Transfer == "" }

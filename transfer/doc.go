@@ -86,9 +86,12 @@
 // finds another attached refuses to start (SplitError). Neither stops a
 // standby with another --out that the broker activates when the first
 // dies or loses its connection once, nor two consumers on an old queue
-// after a reconnect: so before its first ack of a (transfer, run) a
-// consumer publishes a confirmed claim (owner: host and absolute --out,
-// and a random nonce) to the stream QUEUE.claims and reads the stream from
+// after a reconnect: so before its first ack of a (transfer, run), once
+// its first batch is durable, a consumer publishes a confirmed claim
+// (owner: its .part's random id from the binding, which a rerun or a
+// standby on the same .part shares whatever its host; host and absolute
+// --out only for people; and a random nonce) to the stream QUEUE.claims
+// and reads the stream from
 // its first offset until it meets its own claim. The claim at the lowest
 // offset owns the run: a stream reader holds nothing from other readers,
 // and the later of two claimers always reads the earlier's claim, so

@@ -237,6 +237,9 @@ func (p *partFile) bind(b binding) error {
 	if p.b != nil {
 		return errors.New("internal error: bound twice")
 	}
+	if b.Part == "" {
+		b.Part = NewTransferID() // 128 random bits
+	}
 	js, err := json.Marshal(b)
 	if err != nil {
 		return err

@@ -748,11 +748,6 @@ func (r *receiver) flush(wait bool) error {
 	if err := r.reap(true); err != nil {
 		return err
 	}
-	if len(r.placed) > 0 {
-		if err := r.checkClaim(); err != nil {
-			return err
-		}
-	}
 	if err := r.part.persist(); err != nil {
 		return err
 	}
@@ -763,7 +758,7 @@ func (r *receiver) flush(wait bool) error {
 	if err := r.settleMoves(wait); err != nil {
 		return err
 	}
-	return r.acks.ackDone()
+	return r.ack()
 }
 
 // batchSync is a batch of deliveries whose segments are being made
@@ -784,11 +779,6 @@ func (r *receiver) flushBackground() error {
 	if err := r.reap(true); err != nil {
 		return err
 	}
-	if len(r.placed) > 0 {
-		if err := r.checkClaim(); err != nil {
-			return err
-		}
-	}
 	if s := r.part.startSync(); s != nil {
 		r.batch = &batchSync{sync: s, tags: r.placed}
 		r.placed = r.spare[:0]
@@ -802,7 +792,7 @@ func (r *receiver) flushBackground() error {
 	if err := r.settleMoves(false); err != nil {
 		return err
 	}
-	return r.acks.ackDone()
+	return r.ack()
 }
 
 // batchDone is closed when the background batch is durable; nil (never
@@ -844,6 +834,19 @@ func (r *receiver) reap(block bool) error {
 func (r *receiver) ackDurable() error {
 	if err := r.reap(false); err != nil {
 		return err
+	}
+	return r.ack()
+}
+
+// ack acks what is done. The first ack that may carry segments of the
+// bound run is preceded by its claim (checkClaim): after the first batch
+// is durable, so that a consumer that cannot persist (a full disk) leaves
+// no claim behind to block other --outs.
+func (r *receiver) ack() error {
+	if !r.claimed && r.part.bound() != nil && r.acks.anyDone() {
+		if err := r.checkClaim(); err != nil {
+			return err
+		}
 	}
 	return r.acks.ackDone()
 }

@@ -31,20 +31,17 @@ func inMountNS(vol, mnt, bin string, args ...string) *exec.Cmd {
 	return exec.Command("unshare", "-m", "sh", "-c", line)
 }
 
-// TestReview3ClaimOwnerStringNotUniqueAcrossContainers: the claim's owner
-// is HOST:/abs/--out. Two containers that share the hostname (docker
-// --network host, or the same `hostname:` in a compose file, or two hosts
-// both called "localhost") and both write /out/db.bin on different volumes
-// are two destinations with one owner string. Consumer A restores on its
-// volume and is SIGKILLed mid-transfer; the single-active-consumer standby
-// B (other volume, same owner string) takes over, finds "its own" claim at
-// the lowest offset, and acks the rest of the transfer into its own .part.
-// The transfer is now split between two volumes: A, rerun on its own
-// .part as the ClaimError tells a user to, can never finish it.
-//
-// Expected by the claim under review: B refuses (a ClaimError naming the
-// owner, nothing acked) and A's rerun restores the file exactly.
-func TestReview3ClaimOwnerStringNotUniqueAcrossContainers(t *testing.T) {
+// TestClaimOwnerIsThePartNotTheHostAndPath: two containers that share a
+// hostname (docker --network host, the same `hostname:` in a compose
+// file, two hosts called "localhost") and both write /out/db.bin on
+// different volumes are two owners: the claim names the .part's random id,
+// not HOST:/abs/--out. Consumer A restores on its volume and is SIGKILLed
+// mid-transfer; the single-active-consumer standby B (other volume, same
+// host and path) refuses with a ClaimError naming the owner, acking
+// nothing, and A's rerun restores the file exactly. (With the host and
+// path as the owner, B acked the rest into its own .part and neither could
+// finish.)
+func TestClaimOwnerIsThePartNotTheHostAndPath(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for mount namespaces (unshare -m) to play two containers")
 	}
@@ -149,18 +146,13 @@ func inUTSNS(host, bin string, args ...string) *exec.Cmd {
 	return exec.Command("unshare", "-u", "sh", "-c", line)
 }
 
-// TestReview3ClaimRerunAfterHostnameChangeRefusesItsOwnPart: a consumer
-// in a container writes /out/db.bin on a persistent volume, acks part of
-// the transfer and is SIGKILLed; the container is recreated (docker run
-// --rm / compose --force-recreate / a pod rescheduled), which gives it a
-// new hostname, and runs the same command on the same volume: the
-// documented "run again to resume". The claim's owner was
-// OLDHOST:/out/db.bin, so the rerun is "another owner": it refuses its own
-// .part, naming a consumer that no longer exists, and no consumer can
-// ever finish the run (only producer --restart, a full resend).
-//
-// Expected: the rerun on the same .part resumes and restores the file.
-func TestReview3ClaimRerunAfterHostnameChangeRefusesItsOwnPart(t *testing.T) {
+// TestClaimRerunAfterHostnameChangeResumes: a consumer in a container
+// writes /out/db.bin on a persistent volume, acks part of the transfer and
+// is SIGKILLed; the container is recreated (compose --force-recreate, a
+// pod rescheduled), which gives it a new hostname, and runs the same
+// command on the same volume. The .part's id is in its journal, so the
+// rerun is the same owner: it resumes and restores the file.
+func TestClaimRerunAfterHostnameChangeResumes(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for UTS namespaces (unshare -u) to play a recreated container")
 	}
@@ -212,95 +204,12 @@ func TestReview3ClaimRerunAfterHostnameChangeRefusesItsOwnPart(t *testing.T) {
 	}
 }
 
-// TestReview3NoClaimStandbyIgnoresExistingOwner: --no-claim is for "a
-// broker without streams, or a user who may not use it", yet it also
-// stops the consumer from reading claims that are there. Consumer A
-// (another --out) owns the run by its claim in QUEUE.claims, acks part of
-// the transfer and is SIGKILLed; the single-active-consumer standby B was
-// started with --no-claim on a broker whose claims stream works. B never
-// looks at the stream, acks the rest into its own .part, and the transfer
-// is split: A's rerun on its .part (what the ClaimError would have told a
-// user to do) can no longer finish it.
-//
-// Expected: B honours A's existing claim (refuses naming A, acks nothing)
-// whenever it can read the stream, so A's rerun restores the file.
-func TestReview3NoClaimStandbyIgnoresExistingOwner(t *testing.T) {
-	url := brokertest.URL(t)
-	queue := brokertest.Queue(t)
-	consumer := build(t, "consumer", ".")
-	producer := buildProducer(t)
-	dir := t.TempDir()
-	data := make([]byte, 20<<20)
-	rand.Read(data)
-	in := filepath.Join(dir, "in.bin")
-	if err := os.WriteFile(in, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := producer(in, "--url", url, "--queue", queue, "--raw", "--mss", "4096", "--state", "-"); err != nil {
-		t.Fatalf("producer: %v\n%s", err, out)
-	}
-	outA, outB := filepath.Join(dir, "a.bin"), filepath.Join(dir, "b.bin")
-	var aErr bytes.Buffer
-	a := exec.Command(consumer, "--url", url, "--queue", queue, "--out", outA, "--timeout", "8s", "--prefetch", "2", "--ack-every", "1", "-v")
-	a.Stderr = &aErr
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	var bErr bytes.Buffer
-	b := exec.Command(consumer, "--url", url, "--queue", queue, "--out", outB, "--timeout", "8s", "--no-claim")
-	b.Stderr = &bErr
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if st, err := os.Stat(outA + ".part.state"); err == nil && st.Size() > 0 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
-	a.Process.Kill()
-	a.Wait()
-	if !strings.Contains(aErr.String(), "claimed the transfer") {
-		t.Fatalf("A never claimed the transfer:\n%s", aErr.String())
-	}
-	bDone := make(chan error, 1)
-	go func() { bDone <- b.Wait() }()
-	select {
-	case <-bDone:
-	case <-time.After(40 * time.Second):
-		b.Process.Kill()
-		t.Fatal("standby B did not exit in 40s")
-	}
-	_, bPart := os.Stat(outB + ".part.state")
-	var a2Err bytes.Buffer
-	a2 := exec.Command(consumer, "--url", url, "--queue", queue, "--out", outA, "--timeout", "8s")
-	a2.Stderr = &a2Err
-	a2err := a2.Run()
-	got, _ := os.ReadFile(outA)
-	if !strings.Contains(bErr.String(), "is being restored by") || bPart == nil || a2err != nil || !bytes.Equal(got, data) {
-		t.Errorf("--no-claim standby B after the owner A was killed: refused naming A: %v; B left a .part.state: %v; B's last lines: %s\n"+
-			"A rerun on its .part: %v, restored exactly: %v; its last lines: %s\n"+
-			"want: B honours A's claim and acks nothing; A's rerun restores the file",
-			strings.Contains(bErr.String(), "is being restored by"), bPart == nil, lastLines(bErr.String(), 2), a2err, bytes.Equal(got, data), lastLines(a2Err.String(), 1))
-	}
-}
-
-// TestReview3StandbyOnSharedStorageFromAnotherHostRefuses: the README's
-// remedy for a standby is "give both the same --out on shared storage";
-// "Same --out (one host, or shared storage): ... the standby resumes from
-// its .part ... (it is the same claim owner)". On shared storage the
-// standby runs on another host, so its owner is OTHERHOST:/abs/--out, not
-// the active consumer's HOST:/abs/--out. A (hostname host-a) restores
-// onto the shared --out and is SIGKILLed mid-transfer; the --standby B
-// (hostname host-b, same --out, same files: here one filesystem plays the
-// shared storage) takes the lock and the .part, then refuses its own
-// .part as "being restored by host-a:...".
-//
-// Expected: B resumes from the .part and restores the file (exit 0).
-func TestReview3StandbyOnSharedStorageFromAnotherHostRefuses(t *testing.T) {
+// TestStandbyOnSharedStorageFromAnotherHostTakesOver: A (hostname host-a)
+// restores onto an --out on shared storage and is SIGKILLed mid-transfer;
+// the --standby B (hostname host-b, same --out: one filesystem plays the
+// shared storage) takes the lock and the .part, which carries A's .part
+// id, so B is the same claim owner: it resumes and restores the file.
+func TestStandbyOnSharedStorageFromAnotherHostTakesOver(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for UTS namespaces (unshare -u) to play two hosts")
 	}
