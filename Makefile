@@ -24,7 +24,8 @@ test:
 	scripts/setup.sh
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Formatting, vet, staticcheck, generated code up to date, compose file valid.
+# Formatting, vet, staticcheck, generated code up to date, mutant patches
+# still apply, compose file valid.
 lint:
 	SEGMQ_SETUP_COMPOSE=1 scripts/setup.sh
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
@@ -32,6 +33,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 	$(GO) generate ./proto/...
 	@git diff --exit-code -- proto || { echo "lint: generated code is stale: run go generate ./proto/... and commit"; exit 1; }
+	@for p in scripts/mutants/*.patch; do git apply --check "$$p" || { echo "lint: $$p no longer applies: cut it again against the code (make mutants needs it)"; exit 1; }; done
 	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q; else docker compose -f docker-compose.yml config -q; fi
 	@echo lint ok
 
