@@ -1,9 +1,7 @@
 package rabbit
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -54,15 +52,5 @@ func DeclareClaims(conn *amqp.Connection, t Topology) error {
 	if err == nil {
 		return nil
 	}
-	var ae *amqp.Error
-	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
-		return fmt.Errorf("declare stream %s: %w", name, err)
-	}
-	if !strings.Contains(ae.Reason, "inequivalent arg") {
-		if strings.Contains(ae.Reason, amqp.QueueTypeArg) {
-			return fmt.Errorf("declare stream %s: %s: this broker cannot make a stream (RabbitMQ 3.9 or later can)", name, ae.Reason)
-		}
-		return fmt.Errorf("declare stream %s: %s", name, ae.Reason)
-	}
-	return adopt(conn, name, args)
+	return declareFailed(conn, name, args, err, "")
 }

@@ -155,24 +155,30 @@ func declareStream(conn *amqp.Connection, ch *amqp.Channel, t Topology) error {
 			continue
 		}
 		ch = nil // a failed declaration closed it
-		var ae *amqp.Error
-		if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
-			return fmt.Errorf("declare stream %s: %w", q.name, err)
-		}
-		if !strings.Contains(ae.Reason, "inequivalent arg") {
-			if strings.Contains(ae.Reason, amqp.QueueTypeArg) {
-				// RabbitMQ before 3.9 has no streams.
-				return fmt.Errorf("declare stream %s: %s: this broker cannot make a stream (RabbitMQ 3.9 or later can); use --queue-type classic or quorum", q.name, ae.Reason)
-			}
-			return fmt.Errorf("declare stream %s: %s", q.name, ae.Reason)
-		}
-		// It exists with other arguments: a stream with other retention
-		// is used as it is; anything else is not a stream.
-		if err := adopt(conn, q.name, q.args); err != nil {
+		if err := declareFailed(conn, q.name, q.args, err, "; use --queue-type classic or quorum"); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// declareFailed handles a failed declaration of stream name with args:
+// one that exists with other arguments is adopted (a stream with other
+// retention is used as it is); anything else is an error, hint appended
+// when the broker cannot make streams at all.
+func declareFailed(conn *amqp.Connection, name string, args amqp.Table, err error, hint string) error {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.PreconditionFailed {
+		return fmt.Errorf("declare stream %s: %w", name, err)
+	}
+	if !strings.Contains(ae.Reason, "inequivalent arg") {
+		if strings.Contains(ae.Reason, amqp.QueueTypeArg) {
+			// RabbitMQ before 3.9 has no streams.
+			return fmt.Errorf("declare stream %s: %s: this broker cannot make a stream (RabbitMQ 3.9 or later can)%s", name, ae.Reason, hint)
+		}
+		return fmt.Errorf("declare stream %s: %s", name, ae.Reason)
+	}
+	return adopt(conn, name, args)
 }
 
 var (
