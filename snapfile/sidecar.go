@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -35,24 +34,6 @@ const SidecarSuffix = ".sha256"
 
 const sidecarTag = "# segmq sidecar: "
 
-// HashingWriter passes writes to w and hashes them; Sum is the hex SHA-256
-// of everything written.
-type HashingWriter struct {
-	w io.Writer
-	h hash.Hash
-}
-
-func NewHashingWriter(w io.Writer) *HashingWriter { return &HashingWriter{w: w, h: sha256.New()} }
-
-func (hw *HashingWriter) Write(p []byte) (int, error) {
-	n, err := hw.w.Write(p)
-	hw.h.Write(p[:n])
-	return n, err
-}
-
-// Sum is the hex SHA-256 of what was written.
-func (hw *HashingWriter) Sum() string { return hex.EncodeToString(hw.h.Sum(nil)) }
-
 // WriteWithSidecar writes path atomically (fsutil.WriteAtomic) with the
 // bytes fill writes to w, then its sidecar. An old sidecar is removed
 // first, so a crash never leaves one that describes other bytes.
@@ -62,11 +43,11 @@ func WriteWithSidecar(path string, fill func(w io.Writer) error) error {
 	}
 	var sum string
 	if err := fsutil.WriteAtomic(path, func(f *os.File) error {
-		hw := NewHashingWriter(f)
-		if err := fill(hw); err != nil {
+		h := sha256.New()
+		if err := fill(io.MultiWriter(f, h)); err != nil {
 			return err
 		}
-		sum = hw.Sum()
+		sum = hex.EncodeToString(h.Sum(nil))
 		return nil
 	}); err != nil {
 		return err
