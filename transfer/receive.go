@@ -745,16 +745,12 @@ func (r *receiver) maybeFlush() error {
 // outstanding move to be confirmed.
 func (r *receiver) flush(wait bool) error {
 	r.lastFlush = time.Now()
+	if err := r.startBatch(); err != nil {
+		return err
+	}
 	if err := r.reap(true); err != nil {
 		return err
 	}
-	if err := r.part.persist(); err != nil {
-		return err
-	}
-	for _, t := range r.placed {
-		r.acks.done(t)
-	}
-	r.placed = r.placed[:0]
 	if err := r.settleMoves(wait); err != nil {
 		return err
 	}
@@ -776,6 +772,19 @@ type batchSync struct {
 // the batch when it is done (ackDurable).
 func (r *receiver) flushBackground() error {
 	r.lastFlush = time.Now()
+	if err := r.startBatch(); err != nil {
+		return err
+	}
+	if err := r.settleMoves(false); err != nil {
+		return err
+	}
+	return r.ack()
+}
+
+// startBatch waits for the last batch (reap), then starts making what is
+// placed since durable in the background, as the next batch; with nothing
+// new to persist (duplicates only) its deliveries are done at once.
+func (r *receiver) startBatch() error {
 	if err := r.reap(true); err != nil {
 		return err
 	}
@@ -783,16 +792,13 @@ func (r *receiver) flushBackground() error {
 		r.batch = &batchSync{sync: s, tags: r.placed}
 		r.placed = r.spare[:0]
 		r.spare = nil
-	} else { // duplicates only: nothing new to make durable
-		for _, t := range r.placed {
-			r.acks.done(t)
-		}
-		r.placed = r.placed[:0]
+		return nil
 	}
-	if err := r.settleMoves(false); err != nil {
-		return err
+	for _, t := range r.placed {
+		r.acks.done(t)
 	}
-	return r.ack()
+	r.placed = r.placed[:0]
+	return nil
 }
 
 // batchDone is closed when the background batch is durable; nil (never
