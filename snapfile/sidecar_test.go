@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash/crc32"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +26,8 @@ func TestSidecarRoundTrip(t *testing.T) {
 	want := hex.EncodeToString(sum[:])
 	fi, _ := os.Stat(path)
 	got, err := ReadSidecar(path, fi)
-	if err != nil || got != want {
-		t.Fatalf("ReadSidecar = %q, %v; want %q", got, err, want)
+	if wantCRC := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)); err != nil || got.SHA256 != want || !got.HasCRC || got.CRC32C != wantCRC {
+		t.Fatalf("ReadSidecar = %+v, %v; want %q and CRC-32C %08x", got, err, want, wantCRC)
 	}
 	// The standard tool agrees with it.
 	cmd := exec.Command("sha256sum", "--check", "--strict", "db.bin.sha256")
@@ -33,6 +35,23 @@ func TestSidecarRoundTrip(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "db.bin: OK") {
 		t.Fatalf("sha256sum --check: %v\n%s", err, out)
 	}
+
+	// A sidecar from before the CRC-32C field: its digest, and no CRC.
+	side, _ := os.ReadFile(path + SidecarSuffix)
+	old := regexp.MustCompile(` crc32c [0-9a-f]{8}`).ReplaceAll(side, nil)
+	if bytes.Equal(old, side) {
+		t.Fatalf("no crc32c field in %q", side)
+	}
+	os.WriteFile(path+SidecarSuffix, old, 0o644)
+	if got, err := ReadSidecar(path, fi); err != nil || got.SHA256 != want || got.HasCRC {
+		t.Fatalf("an older sidecar: ReadSidecar = %+v, %v; want %q without a CRC", got, err, want)
+	}
+	// A malformed CRC field is refused, not read as "no CRC".
+	os.WriteFile(path+SidecarSuffix, bytes.Replace(side, []byte(" crc32c "), []byte(" crc32 "), 1), 0o644)
+	if _, err := ReadSidecar(path, fi); err == nil || !strings.Contains(err.Error(), "malformed line") {
+		t.Fatalf("a sidecar with a misnamed CRC field: %v", err)
+	}
+	os.WriteFile(path+SidecarSuffix, side, 0o644)
 
 	// Touched since: refused, and the reason says so.
 	later := fi.ModTime().Add(time.Second)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"hash/crc32"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,8 +89,11 @@ func TestScanInputMatchesCheck(t *testing.T) {
 				}
 				continue
 			}
-			if got != want {
-				t.Errorf("%s raw=%v: fold %s, want %s", name, raw, got, want)
+			if got.sum() != want {
+				t.Errorf("%s raw=%v: fold %s, want %s", name, raw, got.sum(), want)
+			}
+			if w := crc32.Checksum(data, castagnoli); !got.matches(wholeFold(w)) {
+				t.Errorf("%s raw=%v: whole-file CRC-32C %08x, want %08x", name, raw, got.whole, w)
 			}
 		}
 	}
@@ -162,4 +167,31 @@ func BenchmarkScanInput(b *testing.B) {
 			fold.sum()
 		}
 	})
+}
+
+// TestCRC32CCombine: the CRC-32C of A then B, combined from the CRCs of
+// the parts, is the CRC-32C of the whole, for any lengths (empty parts,
+// one byte, across the shift table's powers of two).
+func TestCRC32CCombine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	data := make([]byte, 1<<17)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	cuts := []int{0, 1, 2, 3, 4, 7, 8, 255, 256, 4095, 4096, 65528, 65536, 1 << 17}
+	for range 200 {
+		cuts = append(cuts, rng.IntN(len(data)+1))
+	}
+	for _, n := range []int{0, 1, 1000, 65528, 1 << 17} {
+		for _, cut := range cuts {
+			if cut > n {
+				continue
+			}
+			a, b := data[:cut], data[cut:n]
+			got := crc32cCombine(crc32.Checksum(a, castagnoli), crc32.Checksum(b, castagnoli), crc32cShift(int64(len(b))))
+			if want := crc32.Checksum(data[:n], castagnoli); got != want {
+				t.Fatalf("combine at %d of %d: %08x, want %08x", cut, n, got, want)
+			}
+		}
+	}
 }

@@ -102,6 +102,7 @@ type SendResult struct {
 	WireBytes   int64 // payload bytes published this run, after compression (republishes not counted)
 	SHA256      string
 	DigestFrom  string // the sidecar the SHA-256 was taken from; "" when the file was hashed
+	Scanned     bool   // the file was read once before the send (framing, CRCs); not when its sidecar records its CRC-32C
 	Republished int    // segments published again (nacks, reconnects)
 	Resumed     uint32 // segments already confirmed by an earlier run
 	Reconnects  int
@@ -179,9 +180,31 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if err != nil {
 		return SendResult{}, err
 	}
-	fold, err := scanInput(path, f, p.size, cfg.MSS, cfg.Raw)
-	if err != nil {
-		return SendResult{}, err
+	// The digest sidecar, if it still describes the file: its SHA-256 is
+	// sent instead of hashing the file, and its CRC-32C of the whole file
+	// (a sidecar that has one) stands in for the read before the send.
+	side, sideErr := snapfile.Digest{}, error(os.ErrNotExist)
+	if !cfg.Rehash {
+		side, sideErr = snapfile.ReadSidecar(path, fi)
+	}
+	var fold string
+	if sideErr == nil && side.HasCRC && resumed == nil {
+		// Checked against the bytes sent, before the last segment, with
+		// the framing (walk): nothing is read before the first publish.
+		fold = wholeFold(side.CRC32C)
+		if !cfg.Raw {
+			p.walk = &framingWalk{}
+		}
+	} else {
+		scanned, err := scanInput(path, f, p.size, cfg.MSS, cfg.Raw)
+		if err != nil {
+			return SendResult{}, err
+		}
+		fold = scanned.sum()
+		if resumed != nil && strings.HasPrefix(resumed.Fold, wholeFoldPrefix) {
+			fold = wholeFold(scanned.whole)
+		}
+		p.res.Scanned = true
 	}
 	p.st = sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: p.size, Fold: fold}
 	if resumed != nil {
@@ -201,15 +224,17 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if resumed == nil {
 		p.st.Run = NewRun() // a new run even when --transfer reuses an id
 	}
-	if !cfg.Rehash {
-		switch sum, err := snapfile.ReadSidecar(path, fi); {
-		case err == nil:
-			raw, _ := hex.DecodeString(sum)
-			p.sha, p.res.DigestFrom = knownDigest(raw), path+snapfile.SidecarSuffix
-			log.Info("sending the SHA-256 recorded beside the file; the file is not hashed again (--rehash hashes it)", "sidecar", p.res.DigestFrom, "sha256", sum)
-		case !errors.Is(err, os.ErrNotExist):
-			log.Warn("ignoring the digest sidecar; hashing the file", "reason", err)
+	switch {
+	case sideErr == nil:
+		raw, _ := hex.DecodeString(side.SHA256)
+		p.sha, p.res.DigestFrom = knownDigest(raw), path+snapfile.SidecarSuffix
+		how := "the file is not hashed again (--rehash hashes it)"
+		if !p.res.Scanned {
+			how = "the file is read only to send it, its CRC-32C checked against the sidecar's before the last segment (--rehash hashes it)"
 		}
+		log.Info("sending the SHA-256 recorded beside the file; "+how, "sidecar", p.res.DigestFrom, "sha256", side.SHA256)
+	case !errors.Is(sideErr, os.ErrNotExist):
+		log.Warn("ignoring the digest sidecar; hashing the file", "reason", sideErr)
 	}
 	if err := p.hashPrefix(); err != nil {
 		return SendResult{}, err
@@ -241,7 +266,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 			p.jr.Close()
 		}
 	}()
-	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, fold, cfg.Compress); err != nil {
+	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, p.walk, p.lastCheck(path, fold), cfg.Compress); err != nil {
 		return SendResult{}, err
 	}
 	defer p.ra.close()
@@ -275,6 +300,28 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	p.res.Transfer, p.res.Run, p.res.Segments, p.res.Bytes, p.res.SHA256 = p.st.Transfer, p.st.Run, p.split.Total(), p.size, p.sum
 	p.res.Elapsed = time.Since(start)
 	return p.res, nil
+}
+
+// lastCheck is what must hold before the last segment, which carries the
+// SHA-256, is published: the bytes read are those checked before the send
+// or, without that read, those the sidecar's CRC-32C describes, and then
+// also a complete snapshot. It runs on the read-ahead, which owns p.fold
+// and p.walk.
+func (p *publisher) lastCheck(path, want string) func() error {
+	return func() error {
+		if !p.fold.matches(want) {
+			if strings.HasPrefix(want, wholeFoldPrefix) {
+				return fmt.Errorf("%w: its bytes do not have the CRC-32C that %s recorded when it was written, although its size and mtime still match (it was changed in place and its mtime set back, or it changed during the send); the last segment, which carries the SHA-256, was not published; run again with --rehash to send the file as it is now", ErrInputChanged, path+snapfile.SidecarSuffix)
+			}
+			return fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
+		}
+		if p.walk != nil && !p.walk.complete(p.file, p.size) {
+			if err := checkWhole(path, p.file, p.size); err != nil {
+				return fmt.Errorf("%w; the last segment was not published", err)
+			}
+		}
+		return nil
+	}
 }
 
 // checkTimeout ends the run once no segment has been confirmed for
@@ -424,6 +471,7 @@ type publisher struct {
 	next      uint32        // next seq to take from the read-ahead
 	sha       hash.Hash     // over the payloads before next; the read-ahead owns it once started
 	fold      *crcFold      // likewise, the CRC fold
+	walk      *framingWalk  // the framing check as the file is sent; nil when it was checked before
 	sum       string        // the file's SHA-256, once the last segment has been read
 	nackDelay time.Duration // wait before the next republish after a nack
 

@@ -70,7 +70,7 @@ func TestResumeSendsOnlyUnconfirmed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: fold}
+	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: fold.sum()}
 	writeSendState(t, in+".segmq-send", st, 6)
 	res, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, Resume: true, Log: e.log})
 	if err != nil {
@@ -207,7 +207,7 @@ func TestResumeNamesTheRecordedMSS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeSendState(t, in+".segmq-send", sendState{Transfer: "old", MSS: 65536, Size: int64(len(data)), Fold: fold}, 1)
+	writeSendState(t, in+".segmq-send", sendState{Transfer: "old", MSS: 65536, Size: int64(len(data)), Fold: fold.sum()}, 1)
 	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Raw: true, Resume: true})
 	if err == nil || !strings.Contains(err.Error(), "it used --mss 65536, not 65528; run again with --resume --mss 65536") {
 		t.Fatalf("err = %v", err)

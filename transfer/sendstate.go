@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/internal/vfs"
@@ -31,9 +32,11 @@ var ErrInputChanged = errors.New("the input file changed during the send")
 //	'H' JSON sendState    first: which transfer, and of what bytes
 //	'W' u32 LE            a confirmed watermark: every seq below it was confirmed
 //
-// Fold identifies the input's content: it is a digest of the CRC-32C of
-// every segment's payload, so a resume of a file whose bytes changed since
-// (even at the same size and modification time) is refused. Run is the
+// Fold identifies the input's content: a digest of the CRC-32C of every
+// segment's payload (the producer's read of the file before the send), or
+// "crc32c:" and the whole file's CRC-32C when that came from the digest
+// sidecar instead; so a resume of a file whose bytes changed since (even
+// at the same size and modification time) is refused. Run is the
 // transfer's segmq-run nonce, kept so that --resume sends the same run;
 // a state file written before segmq-run has none, and resumes with none.
 type sendState struct {
@@ -50,16 +53,37 @@ const (
 )
 
 // crcFold computes the per-segment CRC-32C of a byte stream cut at MSS
-// and folds them, in order, into one digest. Written to as an io.Writer.
+// and folds them, in order, into one digest; it also combines them into
+// the CRC-32C of the whole stream, which is what a digest sidecar records.
+// Written to as an io.Writer.
 type crcFold struct {
-	mss  int
-	n    int // bytes of the current segment so far
-	crc  uint32
-	segs uint32
-	fold hash.Hash
+	mss   int
+	n     int // bytes of the current segment so far
+	crc   uint32
+	segs  uint32
+	fold  hash.Hash
+	whole uint32 // CRC-32C of every segment added so far
+	opMSS uint32 // crc32cShift(mss), to combine a full segment's CRC
 }
 
-func newCRCFold(mss int) *crcFold { return &crcFold{mss: mss, fold: sha256.New()} }
+func newCRCFold(mss int) *crcFold {
+	return &crcFold{mss: mss, fold: sha256.New(), opMSS: crc32cShift(int64(mss))}
+}
+
+// wholeFoldPrefix marks a Fold that is the whole file's CRC-32C.
+const wholeFoldPrefix = "crc32c:"
+
+func wholeFold(crc uint32) string { return fmt.Sprintf("%s%08x", wholeFoldPrefix, crc) }
+
+// matches says whether the stream folded so far (ended: see sum) is the
+// one want describes, either kind of Fold.
+func (c *crcFold) matches(want string) bool {
+	got := c.sum()
+	if strings.HasPrefix(want, wholeFoldPrefix) {
+		got = wholeFold(c.whole)
+	}
+	return got == want
+}
 
 func (c *crcFold) Write(p []byte) (int, error) {
 	total := len(p)
@@ -69,33 +93,39 @@ func (c *crcFold) Write(p []byte) (int, error) {
 		c.n += k
 		p = p[k:]
 		if c.n == c.mss {
-			c.add(c.crc)
+			c.add(c.crc, c.n)
 			c.crc, c.n = 0, 0
 		}
 	}
 	return total, nil
 }
 
-// add folds one segment's CRC.
-func (c *crcFold) add(crc uint32) {
+// add folds the CRC of one segment of n bytes.
+func (c *crcFold) add(crc uint32, n int) {
 	var b [4]byte
 	binary.LittleEndian.PutUint32(b[:], crc)
 	c.fold.Write(b[:])
 	c.segs++
+	op := c.opMSS
+	if n != c.mss {
+		op = crc32cShift(int64(n))
+	}
+	c.whole = crc32cCombine(c.whole, crc, op)
 }
 
 // sum ends the stream: a short last segment (or the one empty segment of
-// an empty file) is folded too.
+// an empty file) is folded too. It may be called again.
 func (c *crcFold) sum() string {
 	if c.n > 0 || c.segs == 0 {
-		c.add(c.crc)
+		c.add(c.crc, c.n)
 		c.crc, c.n = 0, 0
 	}
 	return hex.EncodeToString(c.fold.Sum(nil))
 }
 
 // scanInput reads the input once: it folds every segment's CRC-32C and,
-// unless raw, checks that the file is a complete snapshot.
+// unless raw, checks that the file is a complete snapshot. The fold is
+// returned ended (sum).
 //
 // The check is a walk of the record framing over large reads (lengths
 // only, no copy per record), then snapfile.Check of the first and last
@@ -104,7 +134,7 @@ func (c *crcFold) sum() string {
 // whose error (with offsets) is the one reported. It costs a fraction of
 // a full snapfile.Check, which copies every record, and runs before the
 // first publish (issue 13).
-func scanInput(path string, f io.ReaderAt, size int64, mss int, raw bool) (string, error) {
+func scanInput(path string, f io.ReaderAt, size int64, mss int, raw bool) (*crcFold, error) {
 	fold := newCRCFold(mss)
 	w := framingWalk{}
 	buf := make([]byte, min(scanChunk, max(size, 1)))
@@ -115,7 +145,7 @@ func scanInput(path string, f io.ReaderAt, size int64, mss int, raw bool) (strin
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return "", fmt.Errorf("read %s: %w", path, err)
+			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
 		fold.Write(buf[:n])
 		if !raw {
@@ -124,11 +154,66 @@ func scanInput(path string, f io.ReaderAt, size int64, mss int, raw bool) (strin
 		off += int64(n)
 	}
 	if !raw && !w.complete(f, size) {
-		if _, _, err := snapfile.Check(io.NewSectionReader(f, 0, size)); err != nil {
-			return "", fmt.Errorf("%s is not a complete snapshot (%w); pass --raw to send any file", path, err)
+		if err := checkWhole(path, f, size); err != nil {
+			return nil, err
 		}
 	}
-	return fold.sum(), nil
+	fold.sum()
+	return fold, nil
+}
+
+// checkWhole is snapfile.Check of the whole input, for the error it gives
+// when the framing walk found fault (nil: the walk was too cautious).
+func checkWhole(path string, f io.ReaderAt, size int64) error {
+	if _, _, err := snapfile.Check(io.NewSectionReader(f, 0, size)); err != nil {
+		return fmt.Errorf("%s is not a complete snapshot (%w); pass --raw to send any file", path, err)
+	}
+	return nil
+}
+
+// crc32cCombine returns the CRC-32C of A followed by B from crcA, crcB
+// and op = crc32cShift(len(B)): crcA·x^(8·len(B)) + crcB modulo the
+// polynomial, as zlib's crc32_combine_op does for its CRC-32. The pre-
+// and post-conditioning of both CRCs cancel out.
+func crc32cCombine(crcA, crcB, op uint32) uint32 { return crc32cMulMod(op, crcA) ^ crcB }
+
+// crc32cShift returns x^(8n) modulo the CRC-32C polynomial (reflected):
+// the operator that moves a CRC past n zero bytes.
+func crc32cShift(n int64) uint32 {
+	p := uint32(1) << 31 // x^0
+	for k := 3; n > 0; n, k = n>>1, k+1 {
+		if n&1 != 0 {
+			p = crc32cMulMod(crc32cX2n[k&31], p)
+		}
+	}
+	return p
+}
+
+// crc32cX2n[k] is x^(2^k) modulo the polynomial.
+var crc32cX2n = func() (t [32]uint32) {
+	t[0] = 1 << 30 // x^1
+	for k := 1; k < 32; k++ {
+		t[k] = crc32cMulMod(t[k-1], t[k-1])
+	}
+	return t
+}()
+
+// crc32cMulMod multiplies a and b modulo the CRC-32C polynomial, both in
+// reflected bit order (zlib's multmodp).
+func crc32cMulMod(a, b uint32) uint32 {
+	const poly = 0x82f63b78 // crc32.Castagnoli
+	var p uint32
+	for m := uint32(1) << 31; m != 0; m >>= 1 {
+		if a&m != 0 {
+			p ^= b
+		}
+		if b&1 != 0 {
+			b = b>>1 ^ poly
+		} else {
+			b >>= 1
+		}
+	}
+	return p
 }
 
 // scanChunk is scanInput's read size.
@@ -259,7 +344,7 @@ func (p *publisher) hashPrefix() error {
 			return p.inputError(err)
 		}
 		p.sha.Write(body[segment.HeaderSize:])
-		p.fold.add(crc32.Checksum(body[segment.HeaderSize:], castagnoli))
+		p.fold.add(crc32.Checksum(body[segment.HeaderSize:], castagnoli), len(body)-segment.HeaderSize)
 	}
 	return nil
 }

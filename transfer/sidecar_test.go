@@ -7,16 +7,21 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segmq/segmq/snapfile"
 )
 
 // TestSidecarDigest: a snapshot written with its sidecar (as snapshot gen
 // and dump write it) is sent with the sidecar's digest, without hashing
-// the file; a stale sidecar is ignored; and a sidecar that lies while its
-// size and mtime still match makes the consumer refuse, never verify.
+// the file or reading it before the send; a stale sidecar is ignored; a
+// file changed in place with its mtime set back fails the send before the
+// last segment (the sidecar's CRC-32C); a file that is no snapshot fails
+// it too, though its sidecar vouches for it; and a sidecar whose digest
+// lies makes the consumer refuse, never verify.
 func TestSidecarDigest(t *testing.T) {
 	var buf bytes.Buffer
 	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: 40_000, Workers: 2, Seed: 5}); err != nil {
@@ -26,37 +31,72 @@ func TestSidecarDigest(t *testing.T) {
 	cases := []struct {
 		name     string
 		tamper   func(in string) // after the sidecar is written
+		data     []byte          // nil: the snapshot
 		rehash   bool
-		fromSide bool // the producer must report the sidecar as the digest's source
-		refused  bool // the consumer must refuse (digest mismatch)
+		raw      bool
+		fromSide bool   // the producer must report the sidecar as the digest's source
+		scanned  bool   // the producer must have read the file before the send
+		refused  bool   // the consumer must refuse (digest mismatch)
+		sendErr  string // Send must fail with this, and the consumer never write --out
 	}{
 		{name: "trusted", fromSide: true},
-		{name: "touched since", tamper: func(in string) {
+		{name: "touched since", scanned: true, tamper: func(in string) {
 			fi, _ := os.Stat(in)
 			later := fi.ModTime().Add(3e9)
 			os.Chtimes(in, later, later)
 		}},
+		{name: "older sidecar, no CRC-32C", fromSide: true, scanned: true, tamper: func(in string) { editSidecar(t, in, stripCRC) }},
+		{name: "changed in place, mtime set back", sendErr: "do not have the CRC-32C that", tamper: func(in string) {
+			fi, _ := os.Stat(in)
+			f, _ := os.OpenFile(in, os.O_WRONLY, 0)
+			f.WriteAt([]byte("changed"), fi.Size()/2)
+			f.Close()
+			os.Chtimes(in, fi.ModTime(), fi.ModTime())
+		}},
+		{name: "not a snapshot", data: bytes.Repeat([]byte("not a snapshot "), 200_000), sendErr: "is not a complete snapshot"},
+		{name: "not a snapshot, raw", data: bytes.Repeat([]byte("not a snapshot "), 200_000), raw: true, fromSide: true},
 		{name: "lies", fromSide: true, refused: true, tamper: func(in string) { lieInSidecar(t, in) }},
-		{name: "lies, rehash", rehash: true, tamper: func(in string) { lieInSidecar(t, in) }},
+		{name: "lies, rehash", rehash: true, scanned: true, tamper: func(in string) { lieInSidecar(t, in) }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
 			in := filepath.Join(e.dir, "db.bin")
+			data := data
+			if c.data != nil {
+				data = c.data
+			}
 			if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 				t.Fatal(err)
 			}
 			if c.tamper != nil {
 				c.tamper(in)
 			}
-			sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Rehash: c.rehash, Log: e.log})
+			sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Rehash: c.rehash, Raw: c.raw, Log: e.log})
+			out := filepath.Join(e.dir, "out.bin")
+			if c.sendErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.sendErr) || !strings.Contains(err.Error(), "last segment") {
+					t.Fatalf("Send = %+v, %v; want an error saying %q and that the last segment was not published", sent, err, c.sendErr)
+				}
+				cfg := e.receiveCfg(out)
+				cfg.Timeout = 3 * time.Second
+				if res, err := Receive(context.Background(), cfg); err == nil || res.Verified {
+					t.Fatalf("the consumer restored %+v from a send that failed", res)
+				}
+				if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+					t.Fatalf("--out exists after a failed send: %v", serr)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := sent.DigestFrom != ""; got != c.fromSide {
 				t.Fatalf("digest taken from %q, want from the sidecar: %v", sent.DigestFrom, c.fromSide)
 			}
-			out := filepath.Join(e.dir, "out.bin")
+			if sent.Scanned != c.scanned {
+				t.Fatalf("the producer read the file before the send: %v, want %v", sent.Scanned, c.scanned)
+			}
 			res, err := Receive(context.Background(), e.receiveCfg(out))
 			if c.refused {
 				if !errors.Is(err, ErrDigest) || !strings.Contains(err.Error(), "producer said "+strings.Repeat("ab", 32)) {
@@ -78,19 +118,28 @@ func TestSidecarDigest(t *testing.T) {
 	}
 }
 
-// lieInSidecar replaces the digest in in's sidecar, keeping its size and
-// mtime line (as if the file had changed in place and its mtime been set
-// back).
+// lieInSidecar replaces the digest in in's sidecar, keeping its size,
+// mtime and CRC-32C line.
 func lieInSidecar(t *testing.T, in string) {
+	editSidecar(t, in, func(b []byte) []byte {
+		lines := strings.SplitN(string(b), "\n", 2)
+		return []byte(lines[0] + "\n" + strings.Repeat("ab", 32) + "  " + filepath.Base(in) + "\n")
+	})
+}
+
+// stripCRC makes a sidecar one written before the CRC-32C was recorded.
+func stripCRC(b []byte) []byte { return regexp.MustCompile(` crc32c [0-9a-f]{8}`).ReplaceAll(b, nil) }
+
+func editSidecar(t *testing.T, in string, edit func([]byte) []byte) {
 	t.Helper()
 	side := in + snapfile.SidecarSuffix
 	b, err := os.ReadFile(side)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.SplitN(string(b), "\n", 2)
-	lie := lines[0] + "\n" + strings.Repeat("ab", 32) + "  " + filepath.Base(in) + "\n"
-	if err := os.WriteFile(side, []byte(lie), 0o644); err != nil {
+	if e := edit(b); bytes.Equal(e, b) {
+		t.Fatalf("the edit changed nothing in %q", b)
+	} else if err := os.WriteFile(side, e, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -93,7 +93,7 @@ func TestLeftoverCopiesDropped(t *testing.T) {
 	// Run 1 published all 601 segments, but journaled a watermark of 100.
 	first := segmqBodiesRun(t, "day1", run, day1, mss)
 	e.publish(first)
-	st := sendState{Transfer: "day1", Run: run, MSS: mss, Size: int64(len(day1)), Fold: fold}
+	st := sendState{Transfer: "day1", Run: run, MSS: mss, Size: int64(len(day1)), Fold: fold.sum()}
 	writeSendState(t, in+".segmq-send", st, 100)
 	s1, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, Resume: true, Log: e.log})
 	if err != nil {
