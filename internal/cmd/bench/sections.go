@@ -57,13 +57,15 @@ func (b *bench) all(ctx context.Context) error {
 	b.started = time.Now()
 	o := b.o
 	b.logf("broker %s; work in %s", b.brokerVersion(), o.dir)
-	if o.sections == "raw" { // the baselines alone, e.g. to watch the broker's CPU
+	if o.sections == "raw" || o.sections == "rawwrite" { // the baselines alone, e.g. to watch the broker's CPU
 		n := int((o.ratioSize + int64(o.mss) - 1) / int64(o.mss))
-		d, err := b.raw(ctx, "classic", o.mss+8, n, "", o.rawAckEvery)
-		if err != nil {
-			return err
+		if o.sections == "raw" {
+			d, err := b.raw(ctx, "classic", o.mss+8, n, "", o.rawAckEvery)
+			if err != nil {
+				return err
+			}
+			b.logf("raw: %d bodies of %d bytes in %s, %.1f MB/s", n, o.mss+8, d.Round(time.Millisecond), mbps(o.ratioSize, d))
 		}
-		b.logf("raw: %d bodies of %d bytes in %s, %.1f MB/s", n, o.mss+8, d.Round(time.Millisecond), mbps(o.ratioSize, d))
 		for _, c := range o.rawCadences {
 			d, err := b.raw(ctx, "classic", o.mss+8, n, b.path("raw.out"), c)
 			if err != nil {
