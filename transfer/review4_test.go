@@ -1,0 +1,120 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmq/segmq/snapfile"
+)
+
+// Hostile review of 1fd3e41 (issue 13): the sidecar's CRC-32C replaces
+// the read before the send.
+
+// review4Snapshot writes a generated snapshot with its sidecar, as
+// snapshot gen does, and returns its path and bytes.
+func review4Snapshot(t *testing.T, e *env, name string, seed uint64) (string, []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: 20_000, Workers: 2, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(e.dir, name)
+	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return in, buf.Bytes()
+}
+
+// changeInPlace overwrites a few bytes in the middle of in and sets its
+// mtime back, so that its sidecar still "describes" it.
+func changeInPlace(t *testing.T, in string) {
+	t.Helper()
+	fi, err := os.Stat(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(in, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("changed"), fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Chtimes(in, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSidecarCRCResumeRefusesMixOfTwoContents: a send trusted the
+// sidecar of a file that had been changed in place (mtime set back). It
+// published every segment but the last from the changed bytes and failed,
+// leaving a state file whose Fold is the sidecar's CRC-32C, not that of
+// the bytes it published. The user regenerates the snapshot (same size,
+// the original bytes, a fresh sidecar) and resumes. Before 1fd3e41 the
+// Fold was taken from the bytes read, and this resume was refused ("the
+// input's content changed"); now the regenerated file matches the
+// sidecar's CRC, the resume is accepted, only the last segment is sent, and
+// the producer reports success for a transfer made of two contents that no
+// consumer can restore (the consumer refuses it on the digest).
+func TestSidecarCRCResumeRefusesMixOfTwoContents(t *testing.T) {
+	e := newEnv(t)
+	in, data := review4Snapshot(t, e, "db.bin", 5)
+	changeInPlace(t, in)
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, Log: e.log}
+	if _, err := Send(context.Background(), in, cfg); !errors.Is(err, ErrInputChanged) {
+		t.Fatalf("send of a file changed in place with its mtime set back: %v, want ErrInputChanged", err)
+	}
+	// Regenerated: the snapshot as the writer wrote it, a new sidecar.
+	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Resume = true
+	sent, err := Send(context.Background(), in, cfg)
+	if err == nil {
+		// Show what the user gets: the consumer receives a mix.
+		rc := e.receiveCfg(filepath.Join(e.dir, "out.bin"))
+		rc.Timeout = 5 * time.Second
+		res, rerr := Receive(context.Background(), rc)
+		t.Fatalf("--resume after the sidecar's CRC-32C failed, of a file whose bytes differ from those already published: Send = %+v (success, resumed %d segments); consumer: verified=%v err=%v; want the resume refused because the published segments were of other bytes",
+			sent, sent.Resumed, res.Verified, rerr)
+	}
+	if !strings.Contains(err.Error(), "changed") {
+		t.Fatalf("resume refused with %v; want it to say the content changed", err)
+	}
+}
+
+// TestSidecarCRCMismatchAdviceWorks: the error a send gives when the file
+// does not have its sidecar's CRC-32C says "run again with --rehash to
+// send the file as it is now". Following that advice must send the file
+// as it is now. It does not: the failed send left a state file, so
+// --rehash fails with ErrUnfinished ("pass --resume ... or delete"), and
+// --rehash --resume fails with "the input's content changed".
+func TestSidecarCRCMismatchAdviceWorks(t *testing.T) {
+	e := newEnv(t)
+	in, _ := review4Snapshot(t, e, "db.bin", 6)
+	changeInPlace(t, in)
+	now, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Log: e.log})
+	if !errors.Is(err, ErrInputChanged) || !strings.Contains(err.Error(), "run again with --rehash") {
+		t.Fatalf("Send: %v; want ErrInputChanged advising --rehash", err)
+	}
+	sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Log: e.log, Rehash: true})
+	if err != nil {
+		t.Fatalf("following the advice (--rehash): %v", err)
+	}
+	if sent.DigestFrom != "" {
+		t.Fatalf("--rehash took the digest from %s", sent.DigestFrom)
+	}
+	_ = now
+}
