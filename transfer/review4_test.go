@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,4 +118,67 @@ func TestSidecarCRCMismatchAdviceWorks(t *testing.T) {
 		t.Fatalf("--rehash took the digest from %s", sent.DigestFrom)
 	}
 	_ = now
+}
+
+// TestSidecarCRCFramingCheckReadsTheSentBytes: without --raw, the
+// producer must never report success for bytes that are not a complete
+// snapshot. With the sidecar's CRC-32C it walks the framing of the bytes
+// it sends, but the last check (framingWalk.complete) reads the first and
+// last records again from the disk, at the time of the last segment: a
+// file whose sidecar describes a non-snapshot X (its header record
+// damaged, framing intact) and whose header is repaired in place after
+// segment 0 was sent passes both checks: the CRC-32C is that of X (the
+// bytes sent), the header read back is the repaired one. The producer
+// reports success and the consumer verifies and writes X, which
+// snapshot.Check refuses. Before 1fd3e41 the window was the read before
+// the send; now it is the whole send.
+func TestSidecarCRCFramingCheckReadsTheSentBytes(t *testing.T) {
+	e := newEnv(t)
+	var buf bytes.Buffer
+	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: 20_000, Workers: 2, Seed: 11}); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	bad := bytes.Clone(good)
+	bad[4] ^= 0xff // the header record's first byte; its length prefix intact
+	if _, _, err := snapfile.Check(bytes.NewReader(bad)); err == nil {
+		t.Fatal("the damaged header still checks: the test would not test")
+	}
+	in := filepath.Join(e.dir, "db.bin")
+	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(bad); return err }); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var repaired atomic.Bool
+	repair := func(int64) {
+		if repaired.Swap(true) {
+			return
+		}
+		f, err := os.OpenFile(in, os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.WriteAt(good[4:5], 4)
+		f.Close()
+		os.Chtimes(in, fi.ModTime(), fi.ModTime())
+	}
+	sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4096, ConfirmWindow: 4, Log: e.log, Progress: repair})
+	if err != nil {
+		if !strings.Contains(err.Error(), "is not a complete snapshot") {
+			t.Fatalf("Send: %v; want it refused as not a complete snapshot", err)
+		}
+		return
+	}
+	out := filepath.Join(e.dir, "out.bin")
+	rc := e.receiveCfg(out)
+	rc.Timeout = 5 * time.Second
+	res, rerr := Receive(context.Background(), rc)
+	got, _ := os.ReadFile(out)
+	_, _, cerr := snapfile.Check(bytes.NewReader(got))
+	t.Fatalf("the producer reported success (%d segments, digest from %q) for bytes whose header is not a snapshot's; consumer verified=%v err=%v; --out equals the damaged bytes: %v; snapfile.Check(--out) = %v",
+		sent.Segments, sent.DigestFrom, res.Verified, rerr, bytes.Equal(got, bad), cerr)
 }
