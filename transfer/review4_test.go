@@ -3,6 +3,7 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -133,16 +134,30 @@ func TestSidecarCRCMismatchAdviceWorks(t *testing.T) {
 // snapshot.Check refuses. Before 1fd3e41 the window was the read before
 // the send; now it is the whole send.
 func TestSidecarCRCFramingCheckReadsTheSentBytes(t *testing.T) {
-	e := newEnv(t)
 	var buf bytes.Buffer
 	if _, err := snapfile.Gen(context.Background(), &buf, snapfile.GenOptions{Rows: 20_000, Workers: 2, Seed: 11}); err != nil {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
+	// The length prefix of the first record past the middle.
+	mid := 0
+	for mid < len(good)/2 {
+		mid += 4 + int(binary.LittleEndian.Uint32(good[mid:]))
+	}
+	for _, c := range []struct {
+		name string
+		at   int // the byte damaged in the sent bytes, repaired on disk after segment 0 is sent
+	}{{"header record", 4}, {"middle length prefix", mid + 3}} {
+		t.Run(c.name, func(t *testing.T) { sendRepairedNonSnapshot(t, good, c.at) })
+	}
+}
+
+func sendRepairedNonSnapshot(t *testing.T, good []byte, at int) {
+	e := newEnv(t)
 	bad := bytes.Clone(good)
-	bad[4] ^= 0xff // the header record's first byte; its length prefix intact
+	bad[at] ^= 0xff
 	if _, _, err := snapfile.Check(bytes.NewReader(bad)); err == nil {
-		t.Fatal("the damaged header still checks: the test would not test")
+		t.Fatal("the damaged bytes still check: the test would not test")
 	}
 	in := filepath.Join(e.dir, "db.bin")
 	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(bad); return err }); err != nil {
@@ -153,8 +168,8 @@ func TestSidecarCRCFramingCheckReadsTheSentBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var repaired atomic.Bool
-	repair := func(int64) {
-		if repaired.Swap(true) {
+	repair := func(n int64) { // once the damaged byte was published, so read
+		if n <= int64(at) || repaired.Swap(true) {
 			return
 		}
 		f, err := os.OpenFile(in, os.O_WRONLY, 0)
@@ -162,16 +177,13 @@ func TestSidecarCRCFramingCheckReadsTheSentBytes(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		f.WriteAt(good[4:5], 4)
+		f.WriteAt(good[at:at+1], int64(at))
 		f.Close()
 		os.Chtimes(in, fi.ModTime(), fi.ModTime())
 	}
 	sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4096, ConfirmWindow: 4, Log: e.log, Progress: repair})
 	if err != nil {
-		if !strings.Contains(err.Error(), "is not a complete snapshot") {
-			t.Fatalf("Send: %v; want it refused as not a complete snapshot", err)
-		}
-		return
+		return // refused: what must happen (not a complete snapshot, or changed)
 	}
 	out := filepath.Join(e.dir, "out.bin")
 	rc := e.receiveCfg(out)
@@ -179,6 +191,6 @@ func TestSidecarCRCFramingCheckReadsTheSentBytes(t *testing.T) {
 	res, rerr := Receive(context.Background(), rc)
 	got, _ := os.ReadFile(out)
 	_, _, cerr := snapfile.Check(bytes.NewReader(got))
-	t.Fatalf("the producer reported success (%d segments, digest from %q) for bytes whose header is not a snapshot's; consumer verified=%v err=%v; --out equals the damaged bytes: %v; snapfile.Check(--out) = %v",
+	t.Fatalf("the producer reported success (%d segments, digest from %q) for bytes that are not a complete snapshot; consumer verified=%v err=%v; --out equals the damaged bytes: %v; snapfile.Check(--out) = %v",
 		sent.Segments, sent.DigestFrom, res.Verified, rerr, bytes.Equal(got, bad), cerr)
 }
