@@ -274,3 +274,81 @@ func TestStandbyOnSharedStorageFromAnotherHostTakesOver(t *testing.T) {
 			berr, bytes.Equal(got, data), lastLines(bErr.String(), 1))
 	}
 }
+
+
+// TestNoClaimHonoursAnExistingClaim: --no-claim makes no claim of its
+// own, but it still reads the claims that are there. Consumer A owns the
+// run by its claim in QUEUE.claims, acks part of the transfer and is
+// SIGKILLed; the single-active-consumer standby B (another --out) runs
+// with --no-claim on a broker whose claims stream works. B must refuse,
+// naming A, and ack nothing, so that A's rerun on its .part restores the
+// file. (Found by the hostile review of the claims stream: before, B
+// never looked at the stream, acked the rest into its own .part, and the
+// transfer was split.)
+func TestNoClaimHonoursAnExistingClaim(t *testing.T) {
+	url := brokertest.URL(t)
+	queue := brokertest.Queue(t)
+	consumer := build(t, "consumer", ".")
+	producer := buildProducer(t)
+	dir := t.TempDir()
+	data := make([]byte, 20<<20)
+	rand.Read(data)
+	in := filepath.Join(dir, "in.bin")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := producer(in, "--url", url, "--queue", queue, "--raw", "--mss", "4096", "--state", "-"); err != nil {
+		t.Fatalf("producer: %v\n%s", err, out)
+	}
+	outA, outB := filepath.Join(dir, "a.bin"), filepath.Join(dir, "b.bin")
+	var aErr bytes.Buffer
+	a := exec.Command(consumer, "--url", url, "--queue", queue, "--out", outA, "--timeout", "8s", "--prefetch", "2", "--ack-every", "1", "-v")
+	a.Stderr = &aErr
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var bErr bytes.Buffer
+	b := exec.Command(consumer, "--url", url, "--queue", queue, "--out", outB, "--timeout", "8s", "--no-claim")
+	b.Stderr = &bErr
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, err := os.Stat(outA + ".part.state"); err == nil && st.Size() > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	a.Process.Kill()
+	a.Wait()
+	if !strings.Contains(aErr.String(), "claimed the transfer") {
+		t.Fatalf("A never claimed the transfer:\n%s", aErr.String())
+	}
+	bDone := make(chan error, 1)
+	go func() { bDone <- b.Wait() }()
+	select {
+	case <-bDone:
+	case <-time.After(40 * time.Second):
+		b.Process.Kill()
+		t.Fatal("standby B did not exit in 40s")
+	}
+	_, bPart := os.Stat(outB + ".part.state")
+	var a2Err bytes.Buffer
+	a2 := exec.Command(consumer, "--url", url, "--queue", queue, "--out", outA, "--timeout", "8s")
+	a2.Stderr = &a2Err
+	a2err := a2.Run()
+	got, _ := os.ReadFile(outA)
+	// B's .part keeps the batch it made durable before it read the
+	// claims (a loser's .part, as with a claiming standby); what matters
+	// is that it acked nothing, so A's rerun has every segment.
+	if !strings.Contains(bErr.String(), "is being restored by") || a2err != nil || !bytes.Equal(got, data) {
+		t.Errorf("--no-claim standby B after the owner A was killed: refused naming A: %v; B left a .part.state: %v; B's last lines: %s\n"+
+			"A rerun on its .part: %v, restored exactly: %v; its last lines: %s\n"+
+			"want: B honours A's claim and acks nothing; A's rerun restores the file",
+			strings.Contains(bErr.String(), "is being restored by"), bPart == nil, lastLines(bErr.String(), 2), a2err, bytes.Equal(got, data), lastLines(a2Err.String(), 1))
+	}
+}
+

@@ -32,7 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	restart := fs.Bool("restart", false, "discard OUT.part and its state instead of resuming")
 	seedFormat := fs.Bool("seed-format", false, "also take seed-format segments (no segmq headers): such a transfer has no size or SHA-256 to verify, so by default they are moved aside")
 	standby := fs.Bool("standby", false, "hot standby: while another consumer holds OUT's lock, wait, and take over from the .part it leaves when it stops (exit 0 if it restores the file)")
-	noClaim := fs.Bool("no-claim", false, "do not claim the transfer in the stream QUEUE.claims before the first ack (for a broker without streams, or a user who may not use it): only when no other consumer can run on the queue, since two consumers with different --out could then split a transfer")
+	noClaim := fs.Bool("no-claim", false, "do not claim the transfer in the stream QUEUE.claims before the first ack (for a broker without streams, or a user who may not use it): only when no other consumer can run on the queue, since two consumers with different --out could then split a transfer. A claim another owner made is still honoured where the stream can be read")
 	list := fs.Bool("list", false, "with --queue-type stream: list the transfers in the stream (id, run, start, size, segments, state, sha256) and exit; restores nothing")
 	verbose := fs.Bool("v", false, "debug logging")
 	var prof cli.Profile

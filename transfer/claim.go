@@ -141,11 +141,6 @@ func (r *receiver) checkClaim() error {
 		r.log.Debug("seed-format transfer: no id to claim it by")
 		return nil
 	}
-	if r.cfg.NoClaim {
-		r.claimed = true
-		r.log.Warn("--no-claim: this consumer does not claim the transfer; a second consumer with another --out on the queue could split it", "queue", r.cfg.Topology.Name(), "transfer", b.Transfer)
-		return nil
-	}
 	key := doneKey{b.Transfer, b.Run}
 	topo := r.cfg.Topology
 	if win, err := r.legacyClaim(key); err != nil {
@@ -159,6 +154,9 @@ func (r *receiver) checkClaim() error {
 		r.log.Debug("owns the transfer by an older segmq's claim in the registry", "queue", topo.DoneQueue(), "transfer", b.Transfer, "run", b.Run)
 		return nil
 	}
+	if r.cfg.NoClaim {
+		return r.lookForClaims(b)
+	}
 	fail := func(err error) error {
 		if r.conn.IsClosed() || rabbit.IsUnavailable(err) {
 			// A new session (maybe on another node) claims again.
@@ -170,7 +168,7 @@ func (r *receiver) checkClaim() error {
 	if err := rabbit.DeclareClaims(r.conn, topo); err != nil {
 		return fail(err)
 	}
-	win, err := r.claimStream(b)
+	win, err := r.claimStream(b, false)
 	if err != nil {
 		return fail(err)
 	}
@@ -203,11 +201,39 @@ func (r *receiver) legacyClaim(key doneKey) (*claim, error) {
 	return win, nil
 }
 
+// lookForClaims is --no-claim's check: it makes no claim, but where it can
+// read the claims stream it honours a claim another owner made first.
+// Where it cannot (no streams, no permission: what --no-claim is for), it
+// goes on with a warning.
+func (r *receiver) lookForClaims(b *binding) error {
+	topo := r.cfg.Topology
+	err := rabbit.DeclareClaims(r.conn, topo)
+	var win *claim
+	if err == nil {
+		win, err = r.claimStream(b, true)
+	}
+	switch {
+	case err != nil && r.conn.IsClosed():
+		return lost(fmt.Errorf("read the claims in %s: %w", topo.ClaimsQueue(), err))
+	case err != nil:
+		r.log.Warn("--no-claim: this consumer does not claim the transfer, and cannot read the claims of others; a second consumer with another --out on the queue could split it", "queue", topo.Name(), "transfer", b.Transfer, "claims", topo.ClaimsQueue(), "err", err)
+	case win != nil && !r.ownClaim(win):
+		r.claimErr = &ClaimError{Transfer: b.Transfer, Run: b.Run, Owner: win.owner, At: win.at, Queue: topo.Name()}
+		return r.claimErr
+	default:
+		r.log.Warn("--no-claim: this consumer does not claim the transfer (no other owner has); a second consumer with another --out on the queue could split it", "queue", topo.Name(), "transfer", b.Transfer)
+	}
+	r.claimed = true
+	return nil
+}
+
 // claimStream publishes this owner's claim for b to QUEUE.claims (on a
 // channel of its own, mandatory, with a confirm), then reads the stream
 // from its first offset up to that claim and returns the claim for b's
-// run at the lowest offset.
-func (r *receiver) claimStream(b *binding) (*claim, error) {
+// run at the lowest offset. With lookOnly it publishes a marker that is
+// no claim (no owner: readers skip it) and reads up to the marker: the
+// claims made before it, the lowest first, or nil when there is none.
+func (r *receiver) claimStream(b *binding, lookOnly bool) (*claim, error) {
 	q := r.cfg.Topology.ClaimsQueue()
 	ctx, cancel := context.WithTimeout(context.Background(), claimReadTimeout)
 	defer cancel()
@@ -224,9 +250,15 @@ func (r *receiver) claimStream(b *binding) (*claim, error) {
 	rand.Read(nb[:])
 	nonce := hex.EncodeToString(nb[:])
 	now := time.Now()
+	headers := amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: r.owner(), HdrClaimPart: b.Part, HdrClaimAt: now.UnixNano(), HdrClaimNonce: nonce}
+	body := "claim " + b.Transfer + "/" + b.Run + " by " + r.owner()
+	if lookOnly {
+		headers = amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaimAt: now.UnixNano(), HdrClaimNonce: nonce}
+		body = "no claim (--no-claim): " + r.owner() + " reads the claims of " + b.Transfer + "/" + b.Run
+	}
 	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, true, false, amqp.Publishing{
-		Headers:      amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: r.owner(), HdrClaimPart: b.Part, HdrClaimAt: now.UnixNano(), HdrClaimNonce: nonce},
-		Body:         []byte("claim " + b.Transfer + "/" + b.Run + " by " + r.owner()),
+		Headers:      headers,
+		Body:         []byte(body),
 		ContentType:  "text/plain",
 		DeliveryMode: amqp.Persistent,
 		Timestamp:    now,
@@ -272,6 +304,9 @@ func (r *receiver) claimStream(b *binding) (*claim, error) {
 			if err := d.Ack(true); err != nil { // on a stream, an ack is credit
 				return nil, fmt.Errorf("read: %w", err)
 			}
+		}
+		if lookOnly && d.Headers[HdrClaimNonce] == nonce {
+			return win, nil // the marker: every claim made before it is read
 		}
 		c, err := streamClaim(d)
 		if err != nil {

@@ -123,7 +123,8 @@ func TestQuorumMovesPastDeliveryLimit(t *testing.T) {
 // message on a queue without x-delivery-limit). On segmq's quorum queue
 // (x-delivery-limit set) nothing is lost; on a quorum queue created
 // without it ("legacy"), the consumer acks a delivery at once when its
-// x-delivery-count reaches 10, and warns what to do.
+// x-delivery-count reaches 10, and warns what to do, on RabbitMQ 4 (3.x
+// has no default limit).
 func TestQuorumReconnectsPastDeliveryLimit(t *testing.T) {
 	for _, legacy := range []bool{false, true} {
 		name := "segmq-queue"
@@ -199,11 +200,15 @@ func TestQuorumReconnectsPastDeliveryLimit(t *testing.T) {
 			if dead != 0 || left != 0 {
 				t.Fatalf("%s holds %d messages and %s %d", e.topo.DeadQueue(), dead, e.topo.Name(), left)
 			}
-			if legacy && o.res.Duplicates > (riskyDeliveries+1)*(n-1) {
+			// RabbitMQ 3.x counts these returns too (x-delivery-count 1, 2,
+			// ... on 3.10.8) but has no default delivery limit, so nothing
+			// is at risk there and the consumer keeps acking by the batch.
+			v4 := !strings.HasPrefix(e.brokerVersion(), "3.")
+			if legacy && v4 && o.res.Duplicates > (riskyDeliveries+1)*(n-1) {
 				t.Fatalf("on the legacy queue the deliveries came back %d times; the consumer should ack them at x-delivery-count %d", o.res.Duplicates/(n-1), riskyDeliveries)
 			}
 			warned := strings.Contains(e.logs.String(), "created without segmq's x-delivery-limit")
-			if want := legacy && !strings.HasPrefix(e.brokerVersion(), "3."); warned != want {
+			if want := legacy && v4; warned != want {
 				t.Fatalf("delivery-limit warning logged: %v, want %v", warned, want)
 			}
 		})

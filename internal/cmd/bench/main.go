@@ -119,7 +119,7 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.compressRuns, "compress-runs", 3, "alternating runs per mode on loopback in the compression section (the shaped link: 1)")
 	fs.IntVar(&o.linkRate, "link-rate", 50e6, "bytes/s per direction of the shaped link in the compression section")
 	fs.StringVar(&o.verifyBefore, "verify-before", "git:"+verifyBeforeCommit, "an older snapshot binary, or git:COMMIT to build one, whose verify the verify section also times (empty: skip)")
-	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress,stream,cluster (default all); raw alone runs only the baselines once, to watch the broker")
+	fs.StringVar(&o.sections, "only", "", "comma-separated sections to run: gen,verify,ratio,rss,sweep,compress,stream,cluster (default all); raw alone runs only the baselines once, to watch the broker; rawwrite only the raw + write ones")
 	fs.BoolVar(&o.profile, "profile", false, "one extra segmq run at -ratio-size with CPU and allocation profiles in -dir")
 	pa := fs.String("producer-args", "", "extra producer flags (space-separated), for tuning")
 	ca := fs.String("consumer-args", "", "extra consumer flags (space-separated), for tuning")
