@@ -1,0 +1,161 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/segmq/segmq/internal/journal"
+	pb "github.com/segmq/segmq/proto/snapshotpb"
+	"github.com/segmq/segmq/recordio"
+	"github.com/segmq/segmq/snapfile"
+)
+
+// Second hostile review (review5) of the sidecar path after b58becd.
+
+// stateWatermark reads the last watermark recorded in a producer's state
+// file.
+func stateWatermark(t *testing.T, state string) uint32 {
+	t.Helper()
+	recs, err := journal.Read(state, 'P')
+	if err != nil {
+		t.Fatalf("read state %s: %v", state, err)
+	}
+	var w uint32
+	for _, r := range recs[1:] {
+		if (r.Type == recWatermarkCRC && len(r.Data) == 8) || (r.Type == recWatermark && len(r.Data) == 4) {
+			w = binary.LittleEndian.Uint32(r.Data)
+		}
+	}
+	return w
+}
+
+// TestResumeRefusesChangedBytesPublishedAboveWatermark: the 'V' record's
+// prefix CRC covers only the segments below the confirmed watermark, not
+// those published but not yet confirmed (up to --confirm-window of them)
+// when the producer dies. A snapshot changed in place (mtime set back, so
+// its sidecar still "describes" it) is sent on the sidecar path; the
+// producer dies right after publishing the changed segment, before its
+// confirm reaches the state file. The user regenerates the snapshot (the
+// writer's bytes, a fresh sidecar) and runs --resume: accepted, since the
+// prefix below the watermark and the whole file's CRC both match. The
+// resume publishes the good copy of the changed segment, but the queue
+// already holds the bad copy of the same transfer and run: the consumer
+// places the first, dead-letters the second as a conflict, and fails on
+// the SHA-256. The producer reported "sent" for a transfer no consumer can
+// restore (b58becd: "no --resume can add bytes of another file to what
+// was published").
+func TestResumeRefusesChangedBytesPublishedAboveWatermark(t *testing.T) {
+	e := newEnv(t)
+	in, data := review4Snapshot(t, e, "db.bin", 21)
+	changeInPlace(t, in) // "changed" at size/2
+	changedAt := int64(len(data) / 2)
+	const mss = 4096
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var killed atomic.Bool
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Log: e.log, Progress: func(n int64) {
+		// The segment holding the changed bytes was just published: die
+		// (as kill -9 would: nothing more reaches the state file).
+		if n > changedAt+8 && !killed.Swap(true) {
+			cancel()
+		}
+	}}
+	if _, err := Send(ctx, in, cfg); err == nil {
+		t.Fatal("setup: the interrupted send succeeded")
+	}
+	state := in + ".segmq-send"
+	w := stateWatermark(t, state)
+	if int64(w)*mss > changedAt {
+		t.Fatalf("setup: the watermark (%d) already covers the changed segment (%d); the scenario needs it above", w, changedAt/mss)
+	}
+	// Regenerated: the snapshot as the writer wrote it, a fresh sidecar.
+	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Progress, cfg.Resume = nil, true
+	sent, err := Send(context.Background(), in, cfg)
+	if err != nil {
+		return // refused: nothing mixed
+	}
+	out := filepath.Join(e.dir, "out.bin")
+	rc := e.receiveCfg(out)
+	rc.Timeout = 5 * time.Second
+	res, rerr := Receive(context.Background(), rc)
+	got, _ := os.ReadFile(out)
+	if rerr != nil || !res.Verified || !bytes.Equal(got, data) {
+		t.Fatalf("--resume (watermark %d, changed segment %d published above it) reported sent (%d segments, resumed %d); the consumer cannot restore it: verified=%v conflicts=%d err=%v, --out equals the snapshot: %v; want the resume refused, or a transfer the consumer restores",
+			w, changedAt/mss, sent.Segments, sent.Resumed, res.Verified, res.Conflicts, rerr, bytes.Equal(got, data))
+	}
+}
+
+// bigTrailerSnapshot is a valid snapshot of many empty tables whose
+// trailer counts each: a trailer record of over 4 MiB (a database of
+// ~700k tables; recordio allows records of 64 MiB).
+func bigTrailerSnapshot(t *testing.T, tables int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	rw := recordio.NewWriter(&buf)
+	write := func(m *pb.Record) {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(&pb.Record{Kind: &pb.Record_Header{Header: &pb.Header{FormatVersion: 1, Database: "many", Generator: "review5"}}})
+	tr := &pb.Trailer{}
+	for i := 1; i <= tables; i++ {
+		write(&pb.Record{Kind: &pb.Record_Table{Table: &pb.Table{Id: uint32(i), Name: fmt.Sprintf("s.t%d", i),
+			Columns: []*pb.Column{{Name: "id", Type: pb.ColumnType_COLUMN_TYPE_INT64}}}}})
+		tr.Tables = append(tr.Tables, &pb.TableCount{TableId: uint32(i), Rows: 0})
+	}
+	write(&pb.Record{Kind: &pb.Record_Trailer{Trailer: tr}})
+	if err := rw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestSidecarPathSendsSnapshotWithBigTrailer: a complete, valid snapshot
+// (snapfile.Check passes) with its sidecar, whose trailer is over
+// maxEndRecord (4 MiB), is sent whole on the sidecar path and then refused
+// at the last segment ("its first or last record is over 4 MiB"), the
+// transfer abandoned: every byte went to the broker for nothing, and the
+// default invocation cannot send a valid snapshot. The scan path (--rehash)
+// sends it. Want: the default send succeeds (or knows before the first
+// publish that it must read the file first).
+func TestSidecarPathSendsSnapshotWithBigTrailer(t *testing.T) {
+	e := newEnv(t)
+	data := bigTrailerSnapshot(t, 800_000)
+	if _, _, err := snapfile.Check(bytes.NewReader(data)); err != nil {
+		t.Fatalf("setup: not a valid snapshot: %v", err)
+	}
+	in := filepath.Join(e.dir, "many.bin")
+	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var published atomic.Int64
+	sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Log: e.log,
+		Progress: func(n int64) { published.Store(n) }})
+	if err != nil {
+		t.Fatalf("default send of a valid %d-byte snapshot with a sidecar (trailer over 4 MiB): %v; %d bytes had been published", len(data), err, published.Load())
+	}
+	out := filepath.Join(e.dir, "out.bin")
+	res := e.receive(e.receiveCfg(out))
+	got, _ := os.ReadFile(out)
+	if !res.Verified || !bytes.Equal(got, data) {
+		t.Fatalf("sent %+v, but the consumer: verified=%v, equal=%v", sent, res.Verified, bytes.Equal(got, data))
+	}
+}
