@@ -159,3 +159,41 @@ func TestSidecarPathSendsSnapshotWithBigTrailer(t *testing.T) {
 		t.Fatalf("sent %+v, but the consumer: verified=%v, equal=%v", sent, res.Verified, bytes.Equal(got, data))
 	}
 }
+
+// TestAbandonedTransferDoesNotStallTheRerun: a send on the sidecar path of
+// a snapshot changed in place (mtime set back) publishes every segment but
+// the last and is abandoned; the user does what the error says ("run
+// again with --rehash to send the file as it is now") and that send
+// succeeds. The consumer, run as usual, must then restore the file as it
+// is now. It takes the abandoned transfer instead (the first in the
+// queue: "no consumer will complete it"), moves the good one's segments
+// to the tail and times out on the one segment that never comes. Before
+// 1fd3e41 the read before the send refused such a file with nothing
+// published.
+func TestAbandonedTransferDoesNotStallTheRerun(t *testing.T) {
+	e := newEnv(t)
+	in, _ := review4Snapshot(t, e, "db.bin", 22)
+	changeInPlace(t, in)
+	now, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Log: e.log})
+	if err == nil {
+		t.Fatal("setup: the send of a file changed in place succeeded")
+	}
+	t.Logf("first send: %v", err)
+	sent, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Log: e.log, Rehash: true})
+	if err != nil {
+		t.Fatalf("the advised --rehash: %v", err)
+	}
+	out := filepath.Join(e.dir, "out.bin")
+	rc := e.receiveCfg(out)
+	rc.Timeout = 10 * time.Second
+	res, rerr := Receive(context.Background(), rc)
+	got, _ := os.ReadFile(out)
+	if rerr != nil || !res.Verified || !bytes.Equal(got, now) {
+		t.Fatalf("after the abandoned transfer and the advised --rehash (transfer %s, sent), the consumer: transfer %s verified=%v err=%v, --out is the file: %v; want the re-sent file restored",
+			sent.Transfer, res.Transfer, res.Verified, rerr, bytes.Equal(got, now))
+	}
+}
