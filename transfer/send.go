@@ -348,9 +348,13 @@ type notSnapshotError struct{ error }
 // is of bytes no resume could vouch for. The state file goes, so that a
 // rerun starts a new transfer.
 func (p *publisher) abandon(err error) error {
-	p.removeState()
-	return fmt.Errorf("%w. Transfer %s is abandoned: the %d segments of it already published stay in %s, and no consumer will complete it; its state file is removed: run again with --rehash to send the file as it is now, as a new transfer",
-		err, p.st.Transfer, p.next, p.cfg.Topology.Name())
+	state := ""
+	if p.jr != nil {
+		p.removeState()
+		state = "its state file is removed: "
+	}
+	return fmt.Errorf("%w. Transfer %s is abandoned: the %d segments of it already published stay in %s, and no consumer will complete it; %srun again with --rehash to send the file as it is now, as a new transfer",
+		err, p.st.Transfer, p.next, p.cfg.Topology.Name(), state)
 }
 
 // checkTimeout ends the run once no segment has been confirmed for
