@@ -50,12 +50,12 @@ type readAhead struct {
 
 // startReadAhead reads segments [from, total) of split. sha and fold hold
 // the SHA-256 and CRC fold of the payloads before from; the stage owns
-// them, and walk (nil: none), from now on. Every payload read goes into
-// the fold and the walk; the last segment carries the SHA-256 only if last
+// them from now on. Every payload read goes into the fold; the last
+// segment carries the SHA-256 only if last
 // then says nothing is wrong (the bytes read are those checked), and is
 // otherwise its error. compress is a --compress mode ("", none, zstd, s2,
 // auto).
-func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, walk *framingWalk, last func() error, compress string) (*readAhead, error) {
+func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, last func() error, compress string) (*readAhead, error) {
 	depth := min(max(readAheadBytes/(segment.HeaderSize+split.MSS()), 2), 64)
 	ra := &readAhead{blocks: make(chan block, depth), free: make(chan *slot, depth),
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -70,11 +70,11 @@ func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *c
 		}
 		ra.free <- sl
 	}
-	go ra.run(split, from, sha, fold, walk, last)
+	go ra.run(split, from, sha, fold, last)
 	return ra, nil
 }
 
-func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, walk *framingWalk, last func() error) {
+func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, last func() error) {
 	defer close(ra.done)
 	defer close(ra.blocks)
 	total := split.Total()
@@ -95,9 +95,6 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fo
 			b.crc = b.rawCRC
 			fold.add(b.rawCRC, len(payload))
 			b.whole = fold.whole
-			if walk != nil {
-				walk.feed(payload, int64(seq)*int64(split.MSS()))
-			}
 			if seq == total-1 {
 				if b.err = last(); b.err == nil {
 					b.sum = hashHex(sha)

@@ -102,7 +102,6 @@ type SendResult struct {
 	WireBytes   int64 // payload bytes published this run, after compression (republishes not counted)
 	SHA256      string
 	DigestFrom  string // the sidecar the SHA-256 was taken from; "" when the file was hashed
-	Scanned     bool   // the file was read once before the send (framing, CRCs); not when its sidecar records its CRC-32C
 	Republished int    // segments published again (nacks, reconnects)
 	Resumed     uint32 // segments already confirmed by an earlier run
 	Reconnects  int
@@ -180,31 +179,27 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	if err != nil {
 		return SendResult{}, err
 	}
-	// The digest sidecar, if it still describes the file: its SHA-256 is
-	// sent instead of hashing the file, and its CRC-32C of the whole file
-	// (a sidecar that has one) stands in for the read before the send.
+	// The digest sidecar, if it still describes the file (size, mtime):
+	// its SHA-256 is sent instead of hashing the file.
 	side, sideErr := snapfile.Digest{}, error(os.ErrNotExist)
 	if !cfg.Rehash {
 		side, sideErr = snapfile.ReadSidecar(path, fi)
 	}
-	var fold string
-	if sideErr == nil && side.HasCRC && resumed == nil {
-		// Checked against the bytes sent, before the last segment, with
-		// the framing (walk): nothing is read before the first publish.
-		fold = wholeFold(side.CRC32C)
-		if !cfg.Raw {
-			p.walk = newSentWalk(p.size)
-		}
-	} else {
-		scanned, err := scanInput(path, f, p.size, cfg.MSS, cfg.Raw)
-		if err != nil {
-			return SendResult{}, err
-		}
-		fold = scanned.sum()
-		if resumed != nil && strings.HasPrefix(resumed.Fold, wholeFoldPrefix) {
-			fold = wholeFold(scanned.whole)
-		}
-		p.res.Scanned = true
+	scanned, err := scanInput(path, f, p.size, cfg.MSS, cfg.Raw)
+	if err != nil {
+		return SendResult{}, err
+	}
+	if sideErr == nil && side.HasCRC && scanned.whole != side.CRC32C {
+		// Changed in place since the writer wrote it, its mtime set back
+		// (or the sidecar is another file's): its digest would be a lie
+		// the consumer refuses at the end; refuse it here, with nothing
+		// published.
+		return SendResult{}, fmt.Errorf("%w: %s does not have the CRC-32C that %s recorded when it was written (%08x, the file's %08x), although its size and mtime still match: it was changed in place and its mtime set back; nothing was published; run again with --rehash to send the file as it is now",
+			ErrInputChanged, path, path+snapfile.SidecarSuffix, side.CRC32C, scanned.whole)
+	}
+	fold := scanned.sum()
+	if resumed != nil && strings.HasPrefix(resumed.Fold, wholeFoldPrefix) {
+		fold = wholeFold(scanned.whole) // a state file of round four's first cut
 	}
 	p.st = sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: p.size, Fold: fold}
 	if resumed != nil {
@@ -228,11 +223,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	case sideErr == nil:
 		raw, _ := hex.DecodeString(side.SHA256)
 		p.sha, p.res.DigestFrom = knownDigest(raw), path+snapfile.SidecarSuffix
-		how := "the file is not hashed again (--rehash hashes it)"
-		if !p.res.Scanned {
-			how = "the file is read only to send it, its CRC-32C checked against the sidecar's before the last segment (--rehash hashes it)"
-		}
-		log.Info("sending the SHA-256 recorded beside the file; "+how, "sidecar", p.res.DigestFrom, "sha256", side.SHA256)
+		log.Info("sending the SHA-256 recorded beside the file; the file is not hashed again (--rehash hashes it)", "sidecar", p.res.DigestFrom, "sha256", side.SHA256)
 	case !errors.Is(sideErr, os.ErrNotExist):
 		log.Warn("ignoring the digest sidecar; hashing the file", "reason", sideErr)
 	}
@@ -240,9 +231,10 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return SendResult{}, err
 	}
 	p.savedCRC = p.fold.whole
-	if resumed != nil && resumed.hasPrefixCRC && resumed.prefixCRC != p.savedCRC {
-		return SendResult{}, fmt.Errorf("cannot resume transfer %s: the %d segments already published are not the file's first bytes now (their CRC-32C %08x, the file's %08x); delete %s to start a new transfer",
-			resumed.Transfer, p.next, resumed.prefixCRC, p.savedCRC, cfg.State)
+	if resumed != nil {
+		if err := p.checkPublished(resumed); err != nil {
+			return SendResult{}, err
+		}
 	}
 	if p.next == p.split.Total() {
 		p.sum = hashHex(p.sha)
@@ -271,7 +263,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 			p.jr.Close()
 		}
 	}()
-	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, p.walk, p.lastCheck(path, fold), cfg.Compress); err != nil {
+	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, p.lastCheck(path, fold), cfg.Compress); err != nil {
 		return SendResult{}, err
 	}
 	defer p.ra.close()
@@ -291,7 +283,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return p.checkTimeout(err)
 	})
 	if err != nil {
-		if errors.Is(err, ErrInputChanged) || errors.As(err, new(notSnapshotError)) {
+		if errors.Is(err, ErrInputChanged) {
 			err = p.abandon(err)
 		}
 		return SendResult{}, err
@@ -310,38 +302,54 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	return p.res, nil
 }
 
+// checkPublished refuses a resume of a file whose bytes differ from those
+// the interrupted run published: the segments below its watermark
+// ('V'), and any it published above it ('U'). The first are read already
+// (hashPrefix); the others, at most a confirm window and a moment of
+// confirms, are read here.
+func (p *publisher) checkPublished(st *sendState) error {
+	refuse := func(n uint32, was, now uint32) error {
+		return fmt.Errorf("cannot resume transfer %s: the %d segments already published are not the file's first bytes now (their CRC-32C %08x, the file's %08x): it changed since; delete %s to start a new transfer",
+			st.Transfer, n, was, now, p.cfg.State)
+	}
+	if st.hasPrefixCRC && st.prefixCRC != p.savedCRC {
+		return refuse(p.next, st.prefixCRC, p.savedCRC)
+	}
+	if !st.hasPub || st.pubSeq < p.next {
+		return nil
+	}
+	if st.pubSeq >= p.split.Total() {
+		return fmt.Errorf("cannot resume transfer %s: %s records segment %d published, of %d: it belongs to another file; delete it to start a new transfer", st.Transfer, p.cfg.State, st.pubSeq, p.split.Total())
+	}
+	crc := p.savedCRC
+	for seq := p.next; seq <= st.pubSeq; seq++ {
+		body, err := p.split.Segment(seq, p.rebuf)
+		if err != nil {
+			return p.inputError(err)
+		}
+		payload := body[segment.HeaderSize:]
+		crc = crc32cCombine(crc, crc32.Checksum(payload, castagnoli), crc32cShift(int64(len(payload))))
+	}
+	if crc != st.pubCRC {
+		return refuse(st.pubSeq+1, st.pubCRC, crc)
+	}
+	// The resumed run publishes none of them with other bytes; its own
+	// 'U' records go on from there.
+	p.pubSeq, p.pubCRC, p.hasPub = st.pubSeq, st.pubCRC, true
+	return nil
+}
+
 // lastCheck is what must hold before the last segment, which carries the
-// SHA-256, is published: the bytes read are those checked before the send
-// or, without that read, those the sidecar's CRC-32C describes, and then
-// also a complete snapshot. It runs on the read-ahead, which owns p.fold
-// and p.walk.
+// SHA-256, is published: the bytes read are those checked before the
+// send. It runs on the read-ahead, which owns p.fold.
 func (p *publisher) lastCheck(path, want string) func() error {
 	return func() error {
 		if !p.fold.matches(want) {
-			if strings.HasPrefix(want, wholeFoldPrefix) {
-				return fmt.Errorf("%w: its bytes do not have the CRC-32C that %s recorded when it was written, although its size and mtime still match (it was changed in place and its mtime set back, or it changed during the send); the last segment, which carries the SHA-256, was not published", ErrInputChanged, path+snapfile.SidecarSuffix)
-			}
 			return fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
-		}
-		if p.walk != nil && !p.walk.complete(p.file, p.size) {
-			// Refused whatever the file holds by now; a check of the file
-			// only gives the reason.
-			why := "its bytes as sent are not, though the file is now: it changed during the send"
-			if p.walk.tooBig {
-				why = fmt.Sprintf("its first or last record is over %d MiB, too large to keep as it is sent; run again with --rehash, which checks the file before the send", maxEndRecord>>20)
-			} else if err := checkWhole(path, p.file, p.size); err != nil {
-				why = errors.Unwrap(err).Error()
-			}
-			return notSnapshotError{fmt.Errorf("%s is not a complete snapshot (%s); pass --raw to send any file; the last segment was not published", path, why)}
 		}
 		return nil
 	}
 }
-
-// notSnapshotError: the bytes sent are not a complete snapshot (found as
-// they were sent, with a sidecar's CRC-32C standing in for the read before
-// the send).
-type notSnapshotError struct{ error }
 
 // abandon ends a transfer that can never complete: its last segment was
 // refused (the input changed, or is not a snapshot), so what was published
@@ -447,6 +455,7 @@ func (p *publisher) publishNext(ctx context.Context) error {
 	if p.jr != nil {
 		p.wholeAt[b.seq] = b.whole
 	}
+	p.notePublished(b.seq, b.whole)
 	p.next++
 	err := p.publish(ctx, b.seq, b.body, b.crc, b.enc)
 	p.ra.release(b)
@@ -510,8 +519,11 @@ type publisher struct {
 	walk      *framingWalk      // the framing check as the file is sent; nil when it was checked before
 	savedCRC  uint32            // CRC-32C of the payloads of segments [0, saved)
 	wholeAt   map[uint32]uint32 // seq -> CRC-32C of segments [0, seq], from publish until saved
-	sum       string            // the file's SHA-256, once the last segment has been read
-	nackDelay time.Duration     // wait before the next republish after a nack
+	pubSeq    uint32            // the highest seq recorded as published (recPublished), if hasPub
+	pubCRC    uint32            // CRC-32C of segments [0, pubSeq]
+	hasPub    bool
+	sum       string        // the file's SHA-256, once the last segment has been read
+	nackDelay time.Duration // wait before the next republish after a nack
 
 	st          sendState
 	jr          *journal.Journal // nil: progress is not recorded

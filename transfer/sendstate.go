@@ -33,6 +33,8 @@ var ErrInputChanged = errors.New("the input file changed during the send")
 //	'V' u32 LE, u32 LE    a confirmed watermark: every seq below it was
 //	                      confirmed; and the CRC-32C of their payloads
 //	'W' u32 LE            the same without the CRC (older producers)
+//	'U' u32 LE, u32 LE    the highest seq published, and the CRC-32C of
+//	                      the payloads up to it (not fsynced)
 //
 // Fold identifies the input's content: a digest of the CRC-32C of every
 // segment's payload (the producer's read of the file before the send), or
@@ -52,6 +54,10 @@ type sendState struct {
 	// the payloads below the watermark, as they were published.
 	prefixCRC    uint32
 	hasPrefixCRC bool
+	// From the last 'U' record: the highest seq published and the CRC-32C
+	// of the payloads of [0, pubSeq].
+	pubSeq, pubCRC uint32
+	hasPub         bool
 }
 
 const (
@@ -63,6 +69,13 @@ const (
 	// segments it adds are never of other bytes than those already
 	// published. (Written since issue 13's round four; 'W' before.)
 	recWatermarkCRC = 'V'
+	// recPublished is the highest seq published so far and the CRC-32C of
+	// the payloads of every seq up to it: u32 LE, u32 LE. Written before
+	// that publish without an fsync (journal.Write), so that a producer
+	// killed with segments published above its watermark still names
+	// them: a resume refuses a file whose bytes up to there differ. A
+	// crash of the machine can lose it (see README).
+	recPublished = 'U'
 )
 
 // crcFold computes the per-segment CRC-32C of a byte stream cut at MSS
@@ -246,42 +259,10 @@ type framingWalk struct {
 	first, last int64 // offsets of the first and last records' prefixes
 	flen, llen  int   // their lengths
 	bad         bool
-
-	// With keep (the walk of the bytes as they are sent), the bodies of
-	// the first record and of the record that ends at size are copied as
-	// they pass, so that complete checks the bytes fed, never the file
-	// as it is by then. A body over maxEndRecord is not kept (tooBig).
-	keep       bool
-	size       int64
-	head, tail capture
-	tooBig     bool
 }
-
-// capture is a byte range of the stream being copied as chunks pass.
-type capture struct {
-	from, to int64
-	buf      []byte
-}
-
-func (c *capture) take(chunk []byte, off int64) {
-	lo, hi := max(c.from, off), min(c.to, off+int64(len(chunk)))
-	if lo < hi {
-		c.buf = append(c.buf, chunk[lo-off:hi-off]...)
-	}
-}
-
-// maxEndRecord bounds the header and trailer records a walk keeps.
-const maxEndRecord = 4 << 20
-
-// newSentWalk is the walk of a stream of size bytes fed as it is sent.
-func newSentWalk(size int64) *framingWalk { return &framingWalk{keep: true, size: size} }
 
 func (w *framingWalk) feed(chunk []byte, off int64) {
 	end := off + int64(len(chunk))
-	if w.keep {
-		w.head.take(chunk, off)
-		w.tail.take(chunk, off)
-	}
 	for !w.bad && w.next < end {
 		rel := int(w.next - off)
 		var l uint32
@@ -307,23 +288,6 @@ func (w *framingWalk) feed(chunk []byte, off int64) {
 		w.last, w.llen = w.next, int(l)
 		w.records++
 		w.next += recordio.PrefixSize + int64(l)
-		if w.keep {
-			body := capture{from: w.next - int64(l), to: w.next}
-			if w.records == 1 || w.next == w.size {
-				if l > maxEndRecord {
-					w.tooBig = true
-				} else {
-					body.buf = make([]byte, 0, l)
-					body.take(chunk, off)
-					if w.records == 1 {
-						w.head = body
-					}
-					if w.next == w.size {
-						w.tail = body
-					}
-				}
-			}
-		}
 	}
 }
 
@@ -345,18 +309,7 @@ func (w *framingWalk) complete(f io.ReaderAt, size int64) bool {
 			break
 		}
 		rec := make([]byte, recordio.PrefixSize+at.n)
-		if w.keep {
-			// The bytes fed, kept as they passed.
-			body := w.head.buf
-			if i == 1 {
-				body = w.tail.buf
-			}
-			if w.tooBig || len(body) != at.n {
-				return false
-			}
-			binary.LittleEndian.PutUint32(rec, uint32(at.n))
-			copy(rec[recordio.PrefixSize:], body)
-		} else if _, err := f.ReadAt(rec, at.off); err != nil {
+		if _, err := f.ReadAt(rec, at.off); err != nil {
 			return false
 		}
 		ends = append(ends, rec...)
@@ -395,6 +348,8 @@ func (p *publisher) loadResume() (*sendState, uint32, error) {
 			confirmed, st.hasPrefixCRC = binary.LittleEndian.Uint32(r.Data), false
 		case r.Type == recWatermarkCRC && len(r.Data) == 8:
 			confirmed, st.prefixCRC, st.hasPrefixCRC = binary.LittleEndian.Uint32(r.Data), binary.LittleEndian.Uint32(r.Data[4:]), true
+		case r.Type == recPublished && len(r.Data) == 8:
+			st.pubSeq, st.pubCRC, st.hasPub = binary.LittleEndian.Uint32(r.Data), binary.LittleEndian.Uint32(r.Data[4:]), true
 		}
 	}
 	if !p.cfg.Resume {
@@ -429,14 +384,40 @@ func (p *publisher) hashPrefix() error {
 	return nil
 }
 
-// stateRecords is the whole state in two records.
+// stateRecords is the whole state in two records, three once anything
+// was published.
 func (p *publisher) stateRecords() []journal.Record {
 	js, _ := json.Marshal(p.st)
-	return []journal.Record{{Type: recSendHeader, Data: js}, watermarkRecord(p.saved, p.savedCRC)}
+	recs := []journal.Record{{Type: recSendHeader, Data: js}, watermarkRecord(p.saved, p.savedCRC)}
+	if p.hasPub {
+		recs = append(recs, publishedRecord(p.pubSeq, p.pubCRC))
+	}
+	return recs
 }
 
 func watermarkRecord(w, crc uint32) journal.Record {
-	return journal.Record{Type: recWatermarkCRC, Data: binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, w), crc)}
+	return journal.Record{Type: recWatermarkCRC, Data: pair(w, crc)}
+}
+
+func publishedRecord(seq, crc uint32) journal.Record {
+	return journal.Record{Type: recPublished, Data: pair(seq, crc)}
+}
+
+func pair(a, b uint32) []byte {
+	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, a), b)
+}
+
+// notePublished records, before seq is first published, that everything
+// up to it may be in the broker, with its CRC-32C (recPublished).
+func (p *publisher) notePublished(seq, whole uint32) {
+	if p.jr == nil || (p.hasPub && seq <= p.pubSeq) {
+		return
+	}
+	if err := p.jr.Write(publishedRecord(seq, whole)); err != nil {
+		p.dropState(err)
+		return
+	}
+	p.pubSeq, p.pubCRC, p.hasPub = seq, whole, true
 }
 
 // saveWatermark records the confirmed watermark: the lowest seq that is

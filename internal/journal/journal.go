@@ -249,6 +249,28 @@ func (j *Journal) Append(recs ...Record) error {
 	return nil
 }
 
+// Write is Append without the fsync: its records survive the process
+// being killed (they are in the page cache), not a crash of the machine.
+// Errors are sticky as Append's.
+func (j *Journal) Write(recs ...Record) error {
+	if j.err != nil {
+		return j.err
+	}
+	var b []byte
+	for _, r := range recs {
+		if len(r.Data)+1 > MaxRecord {
+			return fmt.Errorf("journal: record of %d bytes over the limit", len(r.Data))
+		}
+		b = appendRecord(b, r)
+	}
+	if _, err := j.f.Write(b); err != nil {
+		j.err = fmt.Errorf("append to %s: %w", j.path, err)
+		return j.err
+	}
+	j.size += int64(len(b))
+	return nil
+}
+
 // Size is the journal's length in bytes.
 func (j *Journal) Size() int64 { return j.size }
 

@@ -39,31 +39,31 @@ func stateWatermark(t *testing.T, state string) uint32 {
 	return w
 }
 
-// TestResumeRefusesChangedBytesPublishedAboveWatermark: the 'V' record's
-// prefix CRC covers only the segments below the confirmed watermark, not
-// those published but not yet confirmed (up to --confirm-window of them)
-// when the producer dies. A snapshot changed in place (mtime set back, so
-// its sidecar still "describes" it) is sent on the sidecar path; the
-// producer dies right after publishing the changed segment, before its
-// confirm reaches the state file. The user regenerates the snapshot (the
-// writer's bytes, a fresh sidecar) and runs --resume: accepted, since the
-// prefix below the watermark and the whole file's CRC both match. The
-// resume publishes the good copy of the changed segment, but the queue
-// already holds the bad copy of the same transfer and run: the consumer
-// places the first, dead-letters the second as a conflict, and fails on
-// the SHA-256. The producer reported "sent" for a transfer no consumer can
-// restore (b58becd: "no --resume can add bytes of another file to what
-// was published").
+// TestResumeRefusesChangedBytesPublishedAboveWatermark: a producer dies
+// with segments published above its confirmed watermark (up to a confirm
+// window of them, and a moment of confirms not yet recorded), and one of
+// them holds bytes the file no longer has: the file changed in place
+// during the send and was then rewritten as it was. The --resume is
+// refused: the 'U' record names the highest segment published and the
+// CRC-32C of everything up to it, and the file's bytes up to there differ.
+// (The second review found the resume accepted, 'V' covering only the
+// segments below the watermark: the consumer placed the changed copy,
+// dead-lettered the good one as a conflict and failed on the SHA-256,
+// for a transfer the producer reported sent.)
 func TestResumeRefusesChangedBytesPublishedAboveWatermark(t *testing.T) {
 	e := newEnv(t)
 	in, data := review4Snapshot(t, e, "db.bin", 21)
-	changeInPlace(t, in) // "changed" at size/2
 	changedAt := int64(len(data) / 2)
 	const mss = 4096
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var killed atomic.Bool
+	var changed, killed atomic.Bool
 	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Log: e.log, Progress: func(n int64) {
+		// After the read before the send, and before the read-ahead
+		// (64 segments of 4 KiB at most) reaches the middle: change it.
+		if !changed.Swap(true) {
+			changeInPlace(t, in)
+		}
 		// The segment holding the changed bytes was just published: die
 		// (as kill -9 would: nothing more reaches the state file).
 		if n > changedAt+8 && !killed.Swap(true) {
