@@ -198,9 +198,6 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 			ErrInputChanged, path, path+snapfile.SidecarSuffix, side.CRC32C, scanned.whole)
 	}
 	fold := scanned.sum()
-	if resumed != nil && strings.HasPrefix(resumed.Fold, wholeFoldPrefix) {
-		fold = wholeFold(scanned.whole) // a state file of round four's first cut
-	}
 	p.st = sendState{Transfer: cfg.Transfer, MSS: cfg.MSS, Size: p.size, Fold: fold}
 	if resumed != nil {
 		if resumed.Fold != fold {
@@ -344,7 +341,7 @@ func (p *publisher) checkPublished(st *sendState) error {
 // send. It runs on the read-ahead, which owns p.fold.
 func (p *publisher) lastCheck(path, want string) func() error {
 	return func() error {
-		if !p.fold.matches(want) {
+		if p.fold.sum() != want {
 			return fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
 		}
 		return nil

@@ -239,7 +239,11 @@ func TestResumeRefusesOtherPublishedBytes(t *testing.T) {
 	in := e.file("in.bin", data)
 	changed := bytes.Clone(data)
 	copy(changed[2*mss:], "changed")
-	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: wholeFold(crc32.Checksum(data, castagnoli))}
+	fold, err := scanInput(in, mustOpen(t, in), int64(len(data)), mss, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: fold.sum()}
 	for _, c := range []struct {
 		name      string
 		published []byte // what the interrupted run published below w

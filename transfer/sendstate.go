@@ -12,7 +12,6 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/segmq/segmq/internal/journal"
 	"github.com/segmq/segmq/internal/vfs"
@@ -36,11 +35,9 @@ var ErrInputChanged = errors.New("the input file changed during the send")
 //	'U' u32 LE, u32 LE    the highest seq published, and the CRC-32C of
 //	                      the payloads up to it (not fsynced)
 //
-// Fold identifies the input's content: a digest of the CRC-32C of every
-// segment's payload (the producer's read of the file before the send), or
-// "crc32c:" and the whole file's CRC-32C when that came from the digest
-// sidecar instead; so a resume of a file whose bytes changed since (even
-// at the same size and modification time) is refused. Run is the
+// Fold identifies the input's content: it is a digest of the CRC-32C of
+// every segment's payload, so a resume of a file whose bytes changed since
+// (even at the same size and modification time) is refused. Run is the
 // transfer's segmq-run nonce, kept so that --resume sends the same run;
 // a state file written before segmq-run has none, and resumes with none.
 type sendState struct {
@@ -94,21 +91,6 @@ type crcFold struct {
 
 func newCRCFold(mss int) *crcFold {
 	return &crcFold{mss: mss, fold: sha256.New(), opMSS: crc32cShift(int64(mss))}
-}
-
-// wholeFoldPrefix marks a Fold that is the whole file's CRC-32C.
-const wholeFoldPrefix = "crc32c:"
-
-func wholeFold(crc uint32) string { return fmt.Sprintf("%s%08x", wholeFoldPrefix, crc) }
-
-// matches says whether the stream folded so far (ended: see sum) is the
-// one want describes, either kind of Fold.
-func (c *crcFold) matches(want string) bool {
-	got := c.sum()
-	if strings.HasPrefix(want, wholeFoldPrefix) {
-		got = wholeFold(c.whole)
-	}
-	return got == want
 }
 
 func (c *crcFold) Write(p []byte) (int, error) {
