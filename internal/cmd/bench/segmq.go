@@ -89,14 +89,16 @@ func (b *bench) e2e(ctx context.Context, s snapshot, queueType string, mss int, 
 	q := b.queue("segmq")
 	defer b.deleteQueues(q, q+".index") // .index: --queue-type stream's index stream
 	out := b.path("restored.bin")
-	for _, p := range []string{out, out + ".part", out + ".part.state"} {
+	// The producer keeps its default state file (IN.segmq-send), as a user
+	// runs it; one a failed run left would make the next refuse to start.
+	for _, p := range []string{out, out + ".part", out + ".part.state", s.path + ".segmq-send"} {
 		os.Remove(p)
 	}
 	defer os.Remove(out)
 	common := []string{"--queue", q, "--queue-type", queueType}
 	cargs := append(append([]string{"--out", out, "--timeout", "60s"}, common...), b.o.consumerArgs...)
 	cargs = append(cargs, extraC...)
-	pargs := append(append([]string{"--in", s.path, "--mss", strconv.Itoa(mss), "--state", "-"}, common...), b.o.producerArgs...)
+	pargs := append(append([]string{"--in", s.path, "--mss", strconv.Itoa(mss)}, common...), b.o.producerArgs...)
 	pargs = append(pargs, extraP...)
 
 	env := append(os.Environ(), "AMQP_URL="+b.url)

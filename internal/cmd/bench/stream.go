@@ -360,7 +360,8 @@ func (b *bench) segmqStream(ctx context.Context, s snapshot) (both, late time.Du
 		return nil
 	}
 	// The stream must exist before the consumer attaches from its first offset.
-	prod := exec.CommandContext(ctx, filepath.Join(b.o.bin, "producer"), append([]string{"--in", s.path, "--mss", fmt.Sprint(b.o.mss), "--state", "-"}, common...)...)
+	os.Remove(s.path + ".segmq-send") // the producer keeps its default state file; a failed run's would block the next
+	prod := exec.CommandContext(ctx, filepath.Join(b.o.bin, "producer"), append([]string{"--in", s.path, "--mss", fmt.Sprint(b.o.mss)}, common...)...)
 	var plog strings.Builder
 	prod.Env, prod.Stdout, prod.Stderr = env, &plog, &plog
 	cons, clog, out := restore("restored-stream.bin")
