@@ -120,21 +120,43 @@ func commonPrefix(a, b []byte) int {
 // queueDepth returns the number of ready messages in a queue.
 func (e *env) queueDepth(name string) int {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	q, err := brokertest.Inspect(e.t, e.url, name)
 	if err != nil {
 		e.t.Fatalf("inspect %s: %v", name, err)
 	}
 	return q.Messages
+}
+
+// connectTB connects to the broker at url; the connection is closed when
+// tb ends (or earlier by the caller).
+func connectTB(tb testing.TB, url string) *amqp.Connection {
+	tb.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// declaredConn is connectTB with topo declared on the broker.
+func declaredConn(tb testing.TB, url string, topo rabbit.Topology) *amqp.Connection {
+	tb.Helper()
+	conn := connectTB(tb, url)
+	if err := rabbit.Declare(conn, topo); err != nil {
+		tb.Fatal(err)
+	}
+	return conn
+}
+
+// openChannel opens a channel on conn.
+func openChannel(tb testing.TB, conn *amqp.Connection) *amqp.Channel {
+	tb.Helper()
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ch
 }
 
 type msg struct {
@@ -146,26 +168,27 @@ type msg struct {
 // order, persistent, with confirms.
 func (e *env) publish(msgs []msg) {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	e.publishWithIDs(msgs, nil)
+}
+
+// publishWithIDs is publish with a message id for each message: id(i, m)
+// for msgs[i], none where id is nil.
+func (e *env) publishWithIDs(msgs []msg, id func(i int, m msg) string) {
+	e.t.Helper()
+	conn := declaredConn(e.t, e.url, e.topo)
 	defer conn.Close()
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		e.t.Fatal(err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := openChannel(e.t, conn)
 	defer ch.Close()
 	if err := ch.Confirm(false); err != nil {
 		e.t.Fatal(err)
 	}
 	var dcs []*amqp.DeferredConfirmation
-	for _, m := range msgs {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", e.topo.Name(), false, false,
-			amqp.Publishing{Body: m.body, Headers: m.headers, DeliveryMode: amqp.Persistent})
+	for i, m := range msgs {
+		p := amqp.Publishing{Body: m.body, Headers: m.headers, DeliveryMode: amqp.Persistent}
+		if id != nil {
+			p.MessageId = id(i, m)
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", e.topo.Name(), false, false, p)
 		if err != nil {
 			e.t.Fatal(err)
 		}
