@@ -172,28 +172,54 @@ func TestJournalMidCorruptionIsReported(t *testing.T) {
 	}
 }
 
+// interrupted is a transfer of n 100-byte segments whose first cut a
+// consumer placed in OUT.part before its 1 s --timeout ended it with
+// ErrIncomplete.
+type interrupted struct {
+	e    *env
+	data []byte
+	m    []msg
+	out  string
+	cfg  ReceiveConfig
+	cut  int
+}
+
+func newInterrupted(t *testing.T, id string, seed uint64, n, cut int) *interrupted {
+	t.Helper()
+	const mss = 100
+	r := &interrupted{e: newEnv(t), data: randData(seed, n*mss), cut: cut}
+	r.m = segmqBodies(t, id, r.data, mss)
+	r.out = filepath.Join(r.e.dir, "out.bin")
+	r.e.publish(r.m[:cut])
+	r.cfg = r.e.receiveCfg(r.out)
+	r.cfg.Timeout = time.Second
+	if _, err := Receive(context.Background(), r.cfg); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("err = %v", err)
+	}
+	return r
+}
+
+// rest publishes the segments the first run did not get and returns the
+// rerun's config (a 3 s --timeout).
+func (r *interrupted) rest() ReceiveConfig {
+	r.e.t.Helper()
+	r.e.publish(r.m[r.cut:])
+	cfg := r.cfg
+	cfg.Timeout = 3 * time.Second
+	return cfg
+}
+
 // TestTruncatedPartFailsLoudly: OUT.part cut short between runs (disk
 // trouble, an operator) makes the resumed consumer fail, and --out is not
 // written. It guards against a resume that trusts the journal over the
 // .part and renames a file with a hole in it.
 func TestTruncatedPartFailsLoudly(t *testing.T) {
-	e := newEnv(t)
-	const mss = 100
-	data := randData(15, 30*mss)
-	m := segmqBodies(t, "trunc", data, mss)
-	e.publish(m[:25])
-	out := filepath.Join(e.dir, "out.bin")
-	cfg := e.receiveCfg(out)
-	cfg.Timeout = time.Second
-	if _, err := Receive(context.Background(), cfg); !errors.Is(err, ErrIncomplete) {
-		t.Fatalf("err = %v", err)
-	}
+	r := newInterrupted(t, "trunc", 15, 30, 25)
+	out := r.out
 	if err := os.Truncate(out+".part", 1234); err != nil {
 		t.Fatal(err)
 	}
-	e.publish(m[25:])
-	cfg.Timeout = 3 * time.Second
-	_, err := Receive(context.Background(), cfg)
+	_, err := Receive(context.Background(), r.rest())
 	t.Logf("resumed over a truncated .part: %v", err)
 	if err == nil {
 		t.Fatal("exit 0 over a truncated .part")
@@ -210,19 +236,9 @@ func TestTruncatedPartFailsLoudly(t *testing.T) {
 // "state file ... exists but its .part does not; pass --restart", advice
 // that discards the record of a complete transfer.
 func TestRerunAfterCrashPastCommitRenameSaysComplete(t *testing.T) {
-	e := newEnv(t)
-	const mss = 100
-	data := randData(16, 10*mss)
-	m := segmqBodies(t, "crash", data, mss)
-	e.publish(m[:9])
-	out := filepath.Join(e.dir, "out.bin")
-	cfg := e.receiveCfg(out)
-	cfg.Timeout = time.Second
-	if _, err := Receive(context.Background(), cfg); !errors.Is(err, ErrIncomplete) {
-		t.Fatalf("err = %v", err)
-	}
-	e.publish(m[9:])
-	cfg.Timeout = 3 * time.Second
+	r := newInterrupted(t, "crash", 16, 10, 9)
+	e, data, out := r.e, r.data, r.out
+	cfg := r.rest()
 	// Keep a copy of the journal as it was just before commit removed it.
 	st, _ := os.ReadFile(out + ".part.state")
 	e.receive(cfg)
