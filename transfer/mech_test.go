@@ -45,7 +45,7 @@ func sendStateIn(t *testing.T, fsys vfs.FS, path string) (sendState, int64, erro
 	}
 	w := int64(-1)
 	for _, r := range recs[1:] {
-		if r.Type == recWatermark {
+		if r.Type == recWatermark || r.Type == recWatermarkCRC {
 			w = int64(binary.LittleEndian.Uint32(r.Data))
 		}
 	}

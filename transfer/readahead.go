@@ -33,6 +33,7 @@ type block struct {
 	plain  int    // payload bytes before packing
 	crc    uint32 // CRC-32C of the payload as sent
 	rawCRC uint32 // CRC-32C of the payload as read
+	whole  uint32 // CRC-32C of the payloads of segments [0, seq] as read
 	sum    string // the file's SHA-256, on the last segment only
 	err    error
 }
@@ -93,6 +94,7 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fo
 			b.rawCRC = crc32.Checksum(payload, castagnoli)
 			b.crc = b.rawCRC
 			fold.add(b.rawCRC, len(payload))
+			b.whole = fold.whole
 			if walk != nil {
 				walk.feed(payload, int64(seq)*int64(split.MSS()))
 			}

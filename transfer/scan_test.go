@@ -125,14 +125,32 @@ func TestFramingWalkChunks(t *testing.T) {
 	if whole.bad || whole.next != int64(len(data)) || whole.records != records || whole.last != int64(lastRecord(t, data)) {
 		t.Fatalf("whole: %+v, want %d records ending at %d", whole, records, len(data))
 	}
+	type found struct {
+		next, records, first, last int64
+		flen, llen, npre           int
+		bad                        bool
+	}
+	of := func(w *framingWalk) found {
+		return found{w.next, w.records, w.first, w.last, w.flen, w.llen, w.npre, w.bad}
+	}
+	lastAt := lastRecord(t, data)
 	for _, size := range []int{1, 2, 3, 5, 7, 64, 4093} {
 		var w framingWalk
+		sent := newSentWalk(int64(len(data)))
 		for off := 0; off < len(data); off += size {
 			w.feed(data[off:min(off+size, len(data))], int64(off))
+			sent.feed(data[off:min(off+size, len(data))], int64(off))
 		}
-		w.pre = whole.pre // scratch
-		if w != whole {
-			t.Errorf("chunks of %d: %+v, want %+v", size, w, whole)
+		if of(&w) != of(&whole) || of(sent) != of(&whole) {
+			t.Errorf("chunks of %d: %+v and, keeping the ends, %+v; want %+v", size, of(&w), of(sent), of(&whole))
+		}
+		// The walk of the bytes as sent keeps the header and trailer
+		// bodies as they passed, and checks them without the file.
+		if !bytes.Equal(sent.head.buf, data[4:4+whole.flen]) || !bytes.Equal(sent.tail.buf, data[lastAt+4:]) {
+			t.Errorf("chunks of %d: kept header %d bytes and trailer %d bytes, not the records'", size, len(sent.head.buf), len(sent.tail.buf))
+		}
+		if !sent.complete(nil, int64(len(data))) {
+			t.Errorf("chunks of %d: the walk of the bytes as sent says the snapshot is incomplete", size)
 		}
 	}
 }

@@ -171,7 +171,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return SendResult{}, fmt.Errorf("%s is not a regular file", path)
 	}
 	p := &publisher{cfg: cfg, log: log, file: f, size: fi.Size(), sha: sha256.New(), fold: newCRCFold(cfg.MSS),
-		rebuf: make([]byte, segment.HeaderSize+cfg.MSS), out: map[uint32]uint32{}}
+		rebuf: make([]byte, segment.HeaderSize+cfg.MSS), out: map[uint32]uint32{}, wholeAt: map[uint32]uint32{}}
 	// The limits first: a file the consumer could not take is never sent.
 	if p.split, err = segment.NewSplitter(f, p.size, cfg.MSS); err != nil {
 		return SendResult{}, fmt.Errorf("%s: %w", path, err)
@@ -193,7 +193,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		// the framing (walk): nothing is read before the first publish.
 		fold = wholeFold(side.CRC32C)
 		if !cfg.Raw {
-			p.walk = &framingWalk{}
+			p.walk = newSentWalk(p.size)
 		}
 	} else {
 		scanned, err := scanInput(path, f, p.size, cfg.MSS, cfg.Raw)
@@ -238,6 +238,11 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 	}
 	if err := p.hashPrefix(); err != nil {
 		return SendResult{}, err
+	}
+	p.savedCRC = p.fold.whole
+	if resumed != nil && resumed.hasPrefixCRC && resumed.prefixCRC != p.savedCRC {
+		return SendResult{}, fmt.Errorf("cannot resume transfer %s: the %d segments already published are not the file's first bytes now (their CRC-32C %08x, the file's %08x); delete %s to start a new transfer",
+			resumed.Transfer, p.next, resumed.prefixCRC, p.savedCRC, cfg.State)
 	}
 	if p.next == p.split.Total() {
 		p.sum = hashHex(p.sha)
@@ -286,6 +291,9 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		return p.checkTimeout(err)
 	})
 	if err != nil {
+		if errors.Is(err, ErrInputChanged) || errors.As(err, new(notSnapshotError)) {
+			err = p.abandon(err)
+		}
 		return SendResult{}, err
 	}
 	p.saveWatermark(true)
@@ -311,17 +319,42 @@ func (p *publisher) lastCheck(path, want string) func() error {
 	return func() error {
 		if !p.fold.matches(want) {
 			if strings.HasPrefix(want, wholeFoldPrefix) {
-				return fmt.Errorf("%w: its bytes do not have the CRC-32C that %s recorded when it was written, although its size and mtime still match (it was changed in place and its mtime set back, or it changed during the send); the last segment, which carries the SHA-256, was not published; run again with --rehash to send the file as it is now", ErrInputChanged, path+snapfile.SidecarSuffix)
+				return fmt.Errorf("%w: its bytes do not have the CRC-32C that %s recorded when it was written, although its size and mtime still match (it was changed in place and its mtime set back, or it changed during the send); the last segment, which carries the SHA-256, was not published", ErrInputChanged, path+snapfile.SidecarSuffix)
 			}
 			return fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
 		}
 		if p.walk != nil && !p.walk.complete(p.file, p.size) {
-			if err := checkWhole(path, p.file, p.size); err != nil {
-				return fmt.Errorf("%w; the last segment was not published", err)
+			// Refused whatever the file holds by now; a check of the file
+			// only gives the reason.
+			why := "its bytes as sent are not, though the file is now: it changed during the send"
+			if p.walk.tooBig {
+				why = fmt.Sprintf("its first or last record is over %d MiB, too large to keep as it is sent; run again with --rehash, which checks the file before the send", maxEndRecord>>20)
+			} else if err := checkWhole(path, p.file, p.size); err != nil {
+				why = errors.Unwrap(err).Error()
 			}
+			return notSnapshotError{fmt.Errorf("%s is not a complete snapshot (%s); pass --raw to send any file; the last segment was not published", path, why)}
 		}
 		return nil
 	}
+}
+
+// notSnapshotError: the bytes sent are not a complete snapshot (found as
+// they were sent, with a sidecar's CRC-32C standing in for the read before
+// the send).
+type notSnapshotError struct{ error }
+
+// abandon ends a transfer that can never complete: its last segment was
+// refused (the input changed, or is not a snapshot), so what was published
+// is of bytes no resume could vouch for. The state file goes, so that a
+// rerun starts a new transfer.
+func (p *publisher) abandon(err error) error {
+	state := ""
+	if p.jr != nil {
+		p.removeState()
+		state = "its state file is removed: "
+	}
+	return fmt.Errorf("%w. Transfer %s is abandoned: the %d segments of it already published stay in %s, and no consumer will complete it; %srun again with --rehash to send the file as it is now, as a new transfer",
+		err, p.st.Transfer, p.next, p.cfg.Topology.Name(), state)
 }
 
 // checkTimeout ends the run once no segment has been confirmed for
@@ -411,6 +444,9 @@ func (p *publisher) publishNext(ctx context.Context) error {
 	}
 	// Outstanding from now until confirmed, whatever happens next.
 	p.out[b.seq] = b.rawCRC
+	if p.jr != nil {
+		p.wholeAt[b.seq] = b.whole
+	}
 	p.next++
 	err := p.publish(ctx, b.seq, b.body, b.crc, b.enc)
 	p.ra.release(b)
@@ -468,12 +504,14 @@ type publisher struct {
 	inflight []pending // published on this channel, FIFO, at most ConfirmWindow
 	retry    []uint32  // outstanding and to be published again, in order
 
-	next      uint32        // next seq to take from the read-ahead
-	sha       hash.Hash     // over the payloads before next; the read-ahead owns it once started
-	fold      *crcFold      // likewise, the CRC fold
-	walk      *framingWalk  // the framing check as the file is sent; nil when it was checked before
-	sum       string        // the file's SHA-256, once the last segment has been read
-	nackDelay time.Duration // wait before the next republish after a nack
+	next      uint32            // next seq to take from the read-ahead
+	sha       hash.Hash         // over the payloads before next; the read-ahead owns it once started
+	fold      *crcFold          // likewise, the CRC fold
+	walk      *framingWalk      // the framing check as the file is sent; nil when it was checked before
+	savedCRC  uint32            // CRC-32C of the payloads of segments [0, saved)
+	wholeAt   map[uint32]uint32 // seq -> CRC-32C of segments [0, seq], from publish until saved
+	sum       string            // the file's SHA-256, once the last segment has been read
+	nackDelay time.Duration     // wait before the next republish after a nack
 
 	st          sendState
 	jr          *journal.Journal // nil: progress is not recorded

@@ -1,10 +1,12 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,12 +186,17 @@ func TestIncompleteNamesDeadLetters(t *testing.T) {
 // would have left it: the transfer record, then a confirmed watermark.
 func writeSendState(t *testing.T, path string, st sendState, watermark uint32) {
 	t.Helper()
+	writeSendStateRecord(t, path, st, journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, watermark)})
+}
+
+// writeSendStateRecord writes a state file of st and one watermark record.
+func writeSendStateRecord(t *testing.T, path string, st sendState, w journal.Record) {
+	t.Helper()
 	js, err := json.Marshal(st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := journal.Create(path, 'P', journal.Record{Type: recSendHeader, Data: js},
-		journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, watermark)})
+	j, err := journal.Create(path, 'P', journal.Record{Type: recSendHeader, Data: js}, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,5 +222,42 @@ func TestResumeNamesTheRecordedMSS(t *testing.T) {
 	res, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, Raw: true, Resume: true, MSS: 65536})
 	if err != nil || res.Resumed != 1 || res.Transfer != "old" {
 		t.Fatalf("resume with --mss 65536: %+v, %v", res, err)
+	}
+}
+
+// TestResumeRefusesOtherPublishedBytes: the producer's watermark records
+// carry the CRC-32C of every payload below the watermark as published. A
+// resume of a file whose first bytes no longer have it (the file changed
+// in place before the interrupted run was killed, and was rewritten since,
+// same size) is refused: it would add segments of other bytes to those
+// already published. With the published bytes' CRC it resumes and sends
+// only the rest.
+func TestResumeRefusesOtherPublishedBytes(t *testing.T) {
+	e := newEnv(t)
+	const mss, w = 1000, 6
+	data := randData(77, 20*mss+3)
+	in := e.file("in.bin", data)
+	changed := bytes.Clone(data)
+	copy(changed[2*mss:], "changed")
+	st := sendState{Transfer: "resumed", MSS: mss, Size: int64(len(data)), Fold: wholeFold(crc32.Checksum(data, castagnoli))}
+	for _, c := range []struct {
+		name      string
+		published []byte // what the interrupted run published below w
+		refused   bool
+	}{{"other bytes published", changed, true}, {"the same bytes", data, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := watermarkRecord(w, crc32.Checksum(c.published[:w*mss], castagnoli))
+			writeSendStateRecord(t, in+".segmq-send", st, rec)
+			res, err := Send(context.Background(), in, SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, Raw: true, Resume: true, Log: e.log})
+			if c.refused {
+				if err == nil || !strings.Contains(err.Error(), "are not the file's first bytes now") {
+					t.Fatalf("Send = %+v, %v; want the resume refused", res, err)
+				}
+				return
+			}
+			if err != nil || res.Resumed != w {
+				t.Fatalf("Send = %+v, %v; want a resume from segment %d", res, err, w)
+			}
+		})
 	}
 }

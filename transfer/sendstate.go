@@ -30,7 +30,9 @@ var ErrInputChanged = errors.New("the input file changed during the send")
 // package journal) while a transfer runs and removed when it completes:
 //
 //	'H' JSON sendState    first: which transfer, and of what bytes
-//	'W' u32 LE            a confirmed watermark: every seq below it was confirmed
+//	'V' u32 LE, u32 LE    a confirmed watermark: every seq below it was
+//	                      confirmed; and the CRC-32C of their payloads
+//	'W' u32 LE            the same without the CRC (older producers)
 //
 // Fold identifies the input's content: a digest of the CRC-32C of every
 // segment's payload (the producer's read of the file before the send), or
@@ -45,11 +47,22 @@ type sendState struct {
 	MSS      int    `json:"mss"`
 	Size     int64  `json:"size"`
 	Fold     string `json:"fold"`
+
+	// From the last watermark record, when it is a 'V': the CRC-32C of
+	// the payloads below the watermark, as they were published.
+	prefixCRC    uint32
+	hasPrefixCRC bool
 }
 
 const (
 	recSendHeader = 'H'
 	recWatermark  = 'W'
+	// recWatermarkCRC is a watermark with the CRC-32C of every payload
+	// below it, as published: u32 LE watermark, u32 LE CRC. A resume
+	// refuses a file whose first bytes no longer have that CRC, so the
+	// segments it adds are never of other bytes than those already
+	// published. (Written since issue 13's round four; 'W' before.)
+	recWatermarkCRC = 'V'
 )
 
 // crcFold computes the per-segment CRC-32C of a byte stream cut at MSS
@@ -183,16 +196,20 @@ func crc32cShift(n int64) uint32 {
 	p := uint32(1) << 31 // x^0
 	for k := 3; n > 0; n, k = n>>1, k+1 {
 		if n&1 != 0 {
-			p = crc32cMulMod(crc32cX2n[k&31], p)
+			p = crc32cMulMod(crc32cX2n[k], p)
 		}
 	}
 	return p
 }
 
-// crc32cX2n[k] is x^(2^k) modulo the polynomial.
-var crc32cX2n = func() (t [32]uint32) {
+// crc32cX2n[k] is x^(2^k) modulo the polynomial, for every k a shift of
+// up to 2^63 bytes needs. zlib wraps its table at 32 (x^(2^32) = x for
+// its CRC-32 polynomial); that does not hold for Castagnoli's, whose
+// shifts went wrong from 1 GiB on with the wrap (the review's
+// TestCRC32CShiftBeyondHalfGiB).
+var crc32cX2n = func() (t [67]uint32) {
 	t[0] = 1 << 30 // x^1
-	for k := 1; k < 32; k++ {
+	for k := 1; k < len(t); k++ {
 		t[k] = crc32cMulMod(t[k-1], t[k-1])
 	}
 	return t
@@ -229,10 +246,42 @@ type framingWalk struct {
 	first, last int64 // offsets of the first and last records' prefixes
 	flen, llen  int   // their lengths
 	bad         bool
+
+	// With keep (the walk of the bytes as they are sent), the bodies of
+	// the first record and of the record that ends at size are copied as
+	// they pass, so that complete checks the bytes fed, never the file
+	// as it is by then. A body over maxEndRecord is not kept (tooBig).
+	keep       bool
+	size       int64
+	head, tail capture
+	tooBig     bool
 }
+
+// capture is a byte range of the stream being copied as chunks pass.
+type capture struct {
+	from, to int64
+	buf      []byte
+}
+
+func (c *capture) take(chunk []byte, off int64) {
+	lo, hi := max(c.from, off), min(c.to, off+int64(len(chunk)))
+	if lo < hi {
+		c.buf = append(c.buf, chunk[lo-off:hi-off]...)
+	}
+}
+
+// maxEndRecord bounds the header and trailer records a walk keeps.
+const maxEndRecord = 4 << 20
+
+// newSentWalk is the walk of a stream of size bytes fed as it is sent.
+func newSentWalk(size int64) *framingWalk { return &framingWalk{keep: true, size: size} }
 
 func (w *framingWalk) feed(chunk []byte, off int64) {
 	end := off + int64(len(chunk))
+	if w.keep {
+		w.head.take(chunk, off)
+		w.tail.take(chunk, off)
+	}
 	for !w.bad && w.next < end {
 		rel := int(w.next - off)
 		var l uint32
@@ -258,6 +307,23 @@ func (w *framingWalk) feed(chunk []byte, off int64) {
 		w.last, w.llen = w.next, int(l)
 		w.records++
 		w.next += recordio.PrefixSize + int64(l)
+		if w.keep {
+			body := capture{from: w.next - int64(l), to: w.next}
+			if w.records == 1 || w.next == w.size {
+				if l > maxEndRecord {
+					w.tooBig = true
+				} else {
+					body.buf = make([]byte, 0, l)
+					body.take(chunk, off)
+					if w.records == 1 {
+						w.head = body
+					}
+					if w.next == w.size {
+						w.tail = body
+					}
+				}
+			}
+		}
 	}
 }
 
@@ -279,7 +345,18 @@ func (w *framingWalk) complete(f io.ReaderAt, size int64) bool {
 			break
 		}
 		rec := make([]byte, recordio.PrefixSize+at.n)
-		if _, err := f.ReadAt(rec, at.off); err != nil {
+		if w.keep {
+			// The bytes fed, kept as they passed.
+			body := w.head.buf
+			if i == 1 {
+				body = w.tail.buf
+			}
+			if w.tooBig || len(body) != at.n {
+				return false
+			}
+			binary.LittleEndian.PutUint32(rec, uint32(at.n))
+			copy(rec[recordio.PrefixSize:], body)
+		} else if _, err := f.ReadAt(rec, at.off); err != nil {
 			return false
 		}
 		ends = append(ends, rec...)
@@ -313,8 +390,11 @@ func (p *publisher) loadResume() (*sendState, uint32, error) {
 		return nil, 0, fmt.Errorf("state file %s has no transfer record; delete it to start a new transfer", p.cfg.State)
 	}
 	for _, r := range recs[1:] {
-		if r.Type == recWatermark && len(r.Data) == 4 {
-			confirmed = binary.LittleEndian.Uint32(r.Data)
+		switch {
+		case r.Type == recWatermark && len(r.Data) == 4:
+			confirmed, st.hasPrefixCRC = binary.LittleEndian.Uint32(r.Data), false
+		case r.Type == recWatermarkCRC && len(r.Data) == 8:
+			confirmed, st.prefixCRC, st.hasPrefixCRC = binary.LittleEndian.Uint32(r.Data), binary.LittleEndian.Uint32(r.Data[4:]), true
 		}
 	}
 	if !p.cfg.Resume {
@@ -352,8 +432,11 @@ func (p *publisher) hashPrefix() error {
 // stateRecords is the whole state in two records.
 func (p *publisher) stateRecords() []journal.Record {
 	js, _ := json.Marshal(p.st)
-	return []journal.Record{{Type: recSendHeader, Data: js},
-		{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, p.saved)}}
+	return []journal.Record{{Type: recSendHeader, Data: js}, watermarkRecord(p.saved, p.savedCRC)}
+}
+
+func watermarkRecord(w, crc uint32) journal.Record {
+	return journal.Record{Type: recWatermarkCRC, Data: binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, w), crc)}
 }
 
 // saveWatermark records the confirmed watermark: the lowest seq that is
@@ -371,19 +454,37 @@ func (p *publisher) saveWatermark(force bool) {
 	if low <= p.saved {
 		return
 	}
+	// Every seq in [saved, low) was published by this run, in order by
+	// the read-ahead: wholeAt[low-1] is the CRC of all below low.
+	crc, ok := p.wholeAt[low-1]
+	if !ok {
+		p.dropState(fmt.Errorf("internal error: no CRC-32C recorded for segment %d", low-1))
+		return
+	}
 	p.lastSave = p.lastConfirm
-	err := p.jr.Append(journal.Record{Type: recWatermark, Data: binary.LittleEndian.AppendUint32(nil, low)})
+	err := p.jr.Append(watermarkRecord(low, crc))
 	if err == nil && p.jr.Size() > 64<<10 {
-		p.saved = low
+		p.saved, p.savedCRC = low, crc
 		err = p.jr.Rewrite(p.stateRecords()...)
 	}
 	if err != nil {
-		p.jr.Close()
-		p.jr = nil
-		p.log.Warn("cannot record progress; this transfer will not be resumable", "state", p.cfg.State, "err", err)
+		p.dropState(err)
 		return
 	}
-	p.saved = low
+	p.saved, p.savedCRC = low, crc
+	for seq := range p.wholeAt {
+		if seq < low {
+			delete(p.wholeAt, seq)
+		}
+	}
+}
+
+// dropState stops recording progress: the transfer goes on, not resumable.
+func (p *publisher) dropState(err error) {
+	p.jr.Close()
+	p.jr = nil
+	clear(p.wholeAt)
+	p.log.Warn("cannot record progress; this transfer will not be resumable", "state", p.cfg.State, "err", err)
 }
 
 const saveEvery = 250e6 // ns: 250ms
