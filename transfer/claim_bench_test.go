@@ -27,32 +27,16 @@ func BenchmarkClaimFullStream(b *testing.B) {
 	if s := os.Getenv("REVIEW3_PRIOR"); s != "" {
 		prior, _ = strconv.Atoi(s)
 	}
-	url := brokertest.URL(b)
-	topo := rabbit.Topology{Queue: brokertest.Queue(b)}
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	if err := rabbit.Declare(conn, topo); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		if ch, err := conn.Channel(); err == nil {
-			ch.QueueDelete(topo.DoneQueue(), false, false, false)
-		}
-	}()
+	url, topo, conn := claimBenchQueue(b)
 	if err := rabbit.DeclareClaims(conn, topo); err != nil {
 		b.Fatal(err)
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
+	ch := openChannel(b, conn)
 	if err := ch.Confirm(false); err != nil {
 		b.Fatal(err)
 	}
 	var last *amqp.DeferredConfirmation
+	var err error
 	for i := range prior {
 		run := fmt.Sprintf("%016x", i)
 		owner := "consumer-7d9f8c6b5-x2x4q:/var/lib/segmq/restore/db.bin"

@@ -23,15 +23,9 @@ import (
 // set.
 func (e *env) claimant(out string, b binding) *receiver {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	conn := connectTB(e.t, e.url)
 	e.t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := openChannel(e.t, conn)
 	if err := ch.Confirm(false); err != nil {
 		e.t.Fatal(err)
 	}
@@ -48,14 +42,8 @@ func (e *env) claimant(out string, b binding) *receiver {
 // own connection, released together.
 func TestClaimRace(t *testing.T) {
 	e := newEnv(t)
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := declaredConn(t, e.url, e.topo)
 	defer conn.Close()
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		t.Fatal(err)
-	}
 	const rounds, racers = 25, 4
 	failures := 0
 	for round := range rounds {
@@ -149,22 +137,16 @@ func TestClaimOwnerLaterAndSame(t *testing.T) {
 // --no-claim.
 func TestClaimUnavailableRefuses(t *testing.T) {
 	e := newEnv(t)
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := connectTB(t, e.url)
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openChannel(t, conn)
 	if _, err := ch.QueueDeclare(e.topo.ClaimsQueue(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: rabbit.Classic}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ch.QueueDelete(e.topo.ClaimsQueue(), false, false, false) })
 	b := binding{Transfer: "t1", Run: "00000000000000cc"}
 	r := e.claimant(filepath.Join(e.dir, "a.bin"), b)
-	err = r.checkClaim()
+	err := r.checkClaim()
 	var ue *ClaimUnavailableError
 	if !errors.As(err, &ue) {
 		t.Fatalf("claims stream unusable: %v, want a ClaimUnavailableError", err)
@@ -192,20 +174,11 @@ func TestClaimUnavailableRefuses(t *testing.T) {
 // the owner itself goes on.
 func TestClaimLegacyHonoured(t *testing.T) {
 	e := newEnv(t)
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := declaredConn(t, e.url, e.topo)
 	defer conn.Close()
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		t.Fatal(err)
-	}
 	b := binding{Transfer: "old", Run: "00000000000000dd"}
 	old := e.claimant(filepath.Join(e.dir, "old.bin"), b)
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openChannel(t, conn)
 	defer ch.Close()
 	if err := ch.Publish("", e.topo.DoneQueue(), false, false, amqp.Publishing{
 		Headers: amqp.Table{HdrTransfer: b.Transfer, HdrRun: b.Run, HdrClaim: old.owner(), HdrClaimAt: int64(1)},
@@ -227,34 +200,34 @@ func TestClaimLegacyHonoured(t *testing.T) {
 	}
 }
 
+// claimBenchQueue declares a fresh queue's topology for a claims
+// benchmark, on a connection closed when b ends; QUEUE.done is deleted
+// then too (the queue and its claims stream go with brokertest.Queue).
+func claimBenchQueue(b *testing.B) (string, rabbit.Topology, *amqp.Connection) {
+	b.Helper()
+	url := brokertest.URL(b)
+	topo := rabbit.Topology{Queue: brokertest.Queue(b)}
+	conn := declaredConn(b, url, topo)
+	b.Cleanup(func() {
+		if ch, err := conn.Channel(); err == nil {
+			ch.QueueDelete(topo.DoneQueue(), false, false, false)
+		}
+	})
+	return url, topo, conn
+}
+
 // BenchmarkClaim: one claim (publish, confirm, read the stream back to
 // it) on a claims stream that already holds 10,000 claims of other runs,
 // each read by every claim.
 func BenchmarkClaim(b *testing.B) {
-	url := brokertest.URL(b)
-	topo := rabbit.Topology{Queue: brokertest.Queue(b)} // deleted, with its claims stream, after the benchmark
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	if err := rabbit.Declare(conn, topo); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		if ch, err := conn.Channel(); err == nil {
-			ch.QueueDelete(topo.DoneQueue(), false, false, false)
-		}
-	}()
-	ch, err := conn.Channel()
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, topo, conn := claimBenchQueue(b)
+	ch := openChannel(b, conn)
 	if err := ch.Confirm(false); err != nil {
 		b.Fatal(err)
 	}
 	const prior = 10_000
 	var last *amqp.DeferredConfirmation
+	var err error
 	for i := range prior {
 		run := fmt.Sprintf("%016x", i)
 		last, err = ch.PublishWithDeferredConfirm("", topo.ClaimsQueue(), false, false, amqp.Publishing{

@@ -19,10 +19,7 @@ import (
 
 // brokerVersion is the version the broker announces.
 func (e *env) brokerVersion() string {
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	conn := connectTB(e.t, e.url)
 	defer conn.Close()
 	v, _ := conn.Properties["version"].(string)
 	return v
@@ -35,15 +32,9 @@ func (e *env) brokerVersion() string {
 // single-active-consumer refuse.)
 func (e *env) peekMoved() (count, maxMoved map[string]int) {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	conn := connectTB(e.t, e.url)
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := openChannel(e.t, conn)
 	if err := ch.Qos(1000, 0, false); err != nil {
 		e.t.Fatal(err)
 	}
@@ -135,10 +126,7 @@ func TestQuorumReconnectsPastDeliveryLimit(t *testing.T) {
 			e := newEnv(t)
 			e.topo.Type = rabbit.Quorum
 			if legacy {
-				conn, err := amqp.Dial(e.url)
-				if err != nil {
-					t.Fatal(err)
-				}
+				conn := connectTB(t, e.url)
 				ch, _ := conn.Channel()
 				if _, err := ch.QueueDeclare(e.topo.Name(), true, false, false, false, amqp.Table{amqp.QueueTypeArg: rabbit.Quorum, "x-dead-letter-exchange": e.topo.DLX()}); err != nil {
 					t.Fatal(err)

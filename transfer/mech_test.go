@@ -190,15 +190,9 @@ func TestMechProducerResumeSendsOnlyUnconfirmed(t *testing.T) {
 // deadLetters takes every message from QUEUE.dead, acked.
 func (e *env) deadLetters() []amqp.Delivery {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	conn := connectTB(e.t, e.url)
 	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := openChannel(e.t, conn)
 	defer ch.Close()
 	var out []amqp.Delivery
 	for {
@@ -317,37 +311,13 @@ func ids(ds []amqp.Delivery) []string {
 // "seq-N" for segment N, and special for msgs[at].
 func (e *env) publishIDs(msgs []msg, at int, special string) {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		e.t.Fatal(err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer ch.Close()
-	if err := ch.Confirm(false); err != nil {
-		e.t.Fatal(err)
-	}
-	for i, m := range msgs {
-		h, _, _ := segment.Decode(m.body)
-		id := "seq-" + itoa(int(h.Seq))
+	e.publishWithIDs(msgs, func(i int, m msg) string {
 		if i == at {
-			id = special
+			return special
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", e.topo.Name(), false, false,
-			amqp.Publishing{Body: m.body, Headers: m.headers, DeliveryMode: amqp.Persistent, MessageId: id})
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if ok, err := dc.WaitContext(context.Background()); !ok || err != nil {
-			e.t.Fatalf("publish not confirmed: %v", err)
-		}
-	}
+		h, _, _ := segment.Decode(m.body)
+		return "seq-" + itoa(int(h.Seq))
+	})
 }
 
 func zstdDecode(frame []byte) ([]byte, error) {

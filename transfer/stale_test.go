@@ -155,18 +155,9 @@ func TestLeftoverCopiesDropped(t *testing.T) {
 // reading the registry consumes nothing.
 func TestDoneQueueTopology(t *testing.T) {
 	e := newEnv(t)
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := declaredConn(t, e.url, e.topo)
 	defer conn.Close()
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		t.Fatal(err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := openChannel(t, conn)
 	defer ch.Close()
 	for i := range rabbit.DoneMax + 3 {
 		id := "t" + itoa(i)
@@ -232,7 +223,7 @@ func TestDoneQueueTopology(t *testing.T) {
 	if _, err := ch.QueueDeclare(o.DoneQueue(), true, false, false, false, amqp.Table{"x-max-length": int64(5)}); err != nil {
 		t.Fatal(err)
 	}
-	err = rabbit.Declare(conn, o)
+	err := rabbit.Declare(conn, o)
 	t.Logf("Declare over a foreign %s: %v", o.DoneQueue(), err)
 	if err == nil || !strings.Contains(err.Error(), "registry of completed transfers") || !strings.Contains(err.Error(), "delete_queue "+o.DoneQueue()) {
 		t.Fatalf("err = %v", err)

@@ -120,21 +120,43 @@ func commonPrefix(a, b []byte) int {
 // queueDepth returns the number of ready messages in a queue.
 func (e *env) queueDepth(name string) int {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer ch.Close()
-	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	q, err := brokertest.Inspect(e.t, e.url, name)
 	if err != nil {
 		e.t.Fatalf("inspect %s: %v", name, err)
 	}
 	return q.Messages
+}
+
+// connectTB connects to the broker at url; the connection is closed when
+// tb ends (or earlier by the caller).
+func connectTB(tb testing.TB, url string) *amqp.Connection {
+	tb.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// declaredConn is connectTB with topo declared on the broker.
+func declaredConn(tb testing.TB, url string, topo rabbit.Topology) *amqp.Connection {
+	tb.Helper()
+	conn := connectTB(tb, url)
+	if err := rabbit.Declare(conn, topo); err != nil {
+		tb.Fatal(err)
+	}
+	return conn
+}
+
+// openChannel opens a channel on conn.
+func openChannel(tb testing.TB, conn *amqp.Connection) *amqp.Channel {
+	tb.Helper()
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ch
 }
 
 type msg struct {
@@ -146,26 +168,27 @@ type msg struct {
 // order, persistent, with confirms.
 func (e *env) publish(msgs []msg) {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	e.publishWithIDs(msgs, nil)
+}
+
+// publishWithIDs is publish with a message id for each message: id(i, m)
+// for msgs[i], none where id is nil.
+func (e *env) publishWithIDs(msgs []msg, id func(i int, m msg) string) {
+	e.t.Helper()
+	conn := declaredConn(e.t, e.url, e.topo)
 	defer conn.Close()
-	if err := rabbit.Declare(conn, e.topo); err != nil {
-		e.t.Fatal(err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := openChannel(e.t, conn)
 	defer ch.Close()
 	if err := ch.Confirm(false); err != nil {
 		e.t.Fatal(err)
 	}
 	var dcs []*amqp.DeferredConfirmation
-	for _, m := range msgs {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", e.topo.Name(), false, false,
-			amqp.Publishing{Body: m.body, Headers: m.headers, DeliveryMode: amqp.Persistent})
+	for i, m := range msgs {
+		p := amqp.Publishing{Body: m.body, Headers: m.headers, DeliveryMode: amqp.Persistent}
+		if id != nil {
+			p.MessageId = id(i, m)
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", e.topo.Name(), false, false, p)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -419,6 +442,135 @@ func TestStrictWindowSeedStall(t *testing.T) {
 	}
 	if n := e.queueDepth(e.topo.Name()); n != 0 {
 		t.Fatalf("queue holds %d after the transfer, want 0", n)
+	}
+}
+
+// TestSeedMessageFirstDoesNotCaptureConsumer: a stray seed-format message
+// (no headers, total 1) at the head of a queue holding a segmq transfer
+// does not make a consumer with no --transfer exit 0 with an unverified
+// --out. It once caught the consumer binding to the stray message and
+// writing its 5 bytes to --out.
+func TestSeedMessageFirstDoesNotCaptureConsumer(t *testing.T) {
+	e := newEnv(t)
+	data := randData(2, 5000)
+	stray := segment.Header{Seq: 0, Total: 1}.Bytes()
+	e.publish(append([]msg{{body: append(stray[:], "hello"...)}}, segmqBodies(t, "real", data, 1000)...))
+	out := filepath.Join(e.dir, "out.bin")
+	res, err := Receive(context.Background(), e.receiveCfg(out))
+	got, _ := os.ReadFile(out)
+	t.Logf("err=%v transfer=%q verified=%v out=%q", err, res.Transfer, res.Verified, got)
+	if err == nil && !res.Verified {
+		t.Errorf("exit 0 with an unverified %d-byte --out (%q) from a stray headerless message; the segmq transfer %q (%d bytes, with SHA-256) was in the queue",
+			len(got), got, "real", len(data))
+	}
+}
+
+// TestSeedMessageFirstDoesNotBlockTransfer: with a stray headerless
+// message of total 2 (its second segment never comes) at the head of the
+// queue, the consumer still restores the segmq transfer behind it without
+// error. It once caught the consumer binding to the seed-format stray and
+// moving every real segment to the tail until --timeout.
+func TestSeedMessageFirstDoesNotBlockTransfer(t *testing.T) {
+	e := newEnv(t)
+	data := randData(3, 5000)
+	stray := segment.Header{Seq: 0, Total: 2}.Bytes()
+	e.publish(append([]msg{{body: append(stray[:], make([]byte, 1000)...)}}, segmqBodies(t, "real", data, 1000)...))
+	out := filepath.Join(e.dir, "out.bin")
+	cfg := e.receiveCfg(out)
+	cfg.Timeout = 3 * time.Second
+	res, err := Receive(context.Background(), cfg)
+	t.Logf("err=%v transfer=%q setaside=%d", err, res.Transfer, res.SetAside)
+	if err != nil {
+		t.Errorf("a single stray headerless message captured the consumer; the intact segmq transfer in the queue was not restored: %v", err)
+	}
+}
+
+// TestWindow1ReversedCompletes: --window 1 with 40 segments in reverse
+// order completes within 60 s at --prefetch 1, 2 and 4 (README: the
+// seed's stall completes). It once caught runs with more than two
+// reversed segments and a small prefetch that did not complete.
+func TestWindow1ReversedCompletes(t *testing.T) {
+	for _, prefetch := range []int{1, 2, 4} {
+		t.Run(itoa(prefetch), func(t *testing.T) {
+			e := newEnv(t)
+			const mss, n = 100, 40
+			data := randData(7, n*mss)
+			m := segmqBodies(t, "rev", data, mss)
+			for i, j := 0, len(m)-1; i < j; i, j = i+1, j-1 {
+				m[i], m[j] = m[j], m[i]
+			}
+			e.publish(m)
+			out := filepath.Join(e.dir, "out.bin")
+			cfg := e.receiveCfg(out)
+			cfg.ReorderWindow, cfg.Prefetch, cfg.Timeout = 1, prefetch, 10*time.Second
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			start := time.Now()
+			res, err := Receive(ctx, cfg)
+			t.Logf("prefetch %d, %d segments reversed: err=%v in %s, set aside %d", prefetch, n, err, time.Since(start).Round(time.Millisecond), res.SetAside)
+			if err != nil {
+				t.Errorf("--window 1 --prefetch %d with %d reversed segments did not complete within 60s: %v", prefetch, n, err)
+			}
+		})
+	}
+}
+
+// TestSeedFormatResumeWithShortLastSegmentFirst: a seed-format
+// (headerless) transfer whose short last segment arrives first is
+// interrupted (ErrIncomplete), then resumed, and restores the file
+// exactly. It once caught seed-format resumes that did not complete.
+func TestSeedFormatResumeWithShortLastSegmentFirst(t *testing.T) {
+	e := newEnv(t)
+	const mss = 100
+	data := randData(12, 10*mss+37)
+	m := seedBodies(data, mss)
+	out := filepath.Join(e.dir, "out.bin")
+	e.publish([]msg{m[len(m)-1], m[3], m[0]})
+	cfg := e.receiveCfg(out)
+	cfg.Timeout, cfg.SeedFormat = time.Second, true
+	if _, err := Receive(context.Background(), cfg); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("err = %v", err)
+	}
+	e.publish(m)
+	cfg.Timeout = 3 * time.Second
+	if _, err := Receive(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.mustEqualFile(out, data)
+}
+
+// TestSmallWindowAndPrefetchShuffledExact: 60 shuffled segments with
+// --window 1 or 2 and --prefetch 2, 3 or 16 restore the file exactly
+// within 30 s; the log shows how long each took and how many set-asides
+// it cost. It guards against reorder stalls at small windows; a run whose
+// context deadline fired once hung in ch.Close (see
+// TestReceiveReturnsAfterContextEnds).
+func TestSmallWindowAndPrefetchShuffledExact(t *testing.T) {
+	for _, w := range []uint32{1, 2} {
+		for _, pf := range []int{2, 3, 16} {
+			t.Run("w"+itoa(int(w))+"p"+itoa(pf), func(t *testing.T) {
+				e := newEnv(t)
+				const mss, n = 100, 60
+				data := randData(uint64(w)*100+uint64(pf), n*mss)
+				m := segmqBodies(t, "sw", data, mss)
+				r := rand.New(rand.NewPCG(uint64(w), uint64(pf)))
+				r.Shuffle(len(m), func(i, j int) { m[i], m[j] = m[j], m[i] })
+				e.publish(m)
+				out := filepath.Join(e.dir, "out.bin")
+				cfg := e.receiveCfg(out)
+				cfg.ReorderWindow, cfg.Prefetch, cfg.Timeout = w, pf, 15*time.Second
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				start := time.Now()
+				res, err := Receive(ctx, cfg)
+				t.Logf("window %d prefetch %d: %s, set aside %d, err %v", w, pf, time.Since(start).Round(time.Millisecond), res.SetAside, err)
+				if err != nil {
+					t.Errorf("window %d prefetch %d, %d shuffled segments: %v", w, pf, n, err)
+					return
+				}
+				e.mustEqualFile(out, data)
+			})
+		}
 	}
 }
 
