@@ -513,7 +513,6 @@ type publisher struct {
 	next      uint32            // next seq to take from the read-ahead
 	sha       hash.Hash         // over the payloads before next; the read-ahead owns it once started
 	fold      *crcFold          // likewise, the CRC fold
-	walk      *framingWalk      // the framing check as the file is sent; nil when it was checked before
 	savedCRC  uint32            // CRC-32C of the payloads of segments [0, saved)
 	wholeAt   map[uint32]uint32 // seq -> CRC-32C of segments [0, seq], from publish until saved
 	pubSeq    uint32            // the highest seq recorded as published (recPublished), if hasPub
