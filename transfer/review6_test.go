@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -68,5 +69,38 @@ func TestStateFileRemovedAfterSuccessEvenWhenProgressCouldNotBeRecorded(t *testi
 	// What the user meets next: the same path sent again.
 	if _, err := Send(context.Background(), in, cfg); errors.Is(err, ErrUnfinished) {
 		t.Errorf("the next send of %s after a successful one is refused: %v", in, err)
+	}
+}
+
+// TestAbandonRemovesStateFileEvenWhenProgressCouldNotBeRecorded: the same
+// full disk, and the file changed in place during the send, so the send
+// is refused before its last segment and abandoned. The error says "run
+// again with --rehash to send the file as it is now, as a new transfer"
+// but does not say the state file is removed, because it is not (the
+// journal was forgotten by dropState): the rerun it advises is refused as
+// an unfinished transfer to --resume, which the abandoned transfer can
+// never be.
+func TestAbandonRemovesStateFileEvenWhenProgressCouldNotBeRecorded(t *testing.T) {
+	e := newEnv(t)
+	in, _ := review4Snapshot(t, e, "db.bin", 31)
+	fsys := fullDiskFS{vfs.NewStrictMem()}
+	const state = "/state/db.bin.segmq-send"
+	var changed atomic.Bool
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4096, State: state, Log: e.log, stateFS: fsys,
+		Progress: func(int64) {
+			if !changed.Swap(true) {
+				changeInPlace(t, in)
+			}
+		}}
+	_, err := Send(context.Background(), in, cfg)
+	if !errors.Is(err, ErrInputChanged) || !strings.Contains(err.Error(), "abandoned") {
+		t.Fatalf("setup: Send of a file changed during the send: %v, want it abandoned", err)
+	}
+	if _, serr := fsys.Stat(state); serr == nil {
+		t.Errorf("abandoned (%v), but the state file %s is still there", err, state)
+	}
+	cfg.Progress, cfg.Rehash = nil, true
+	if _, err := Send(context.Background(), in, cfg); errors.Is(err, ErrUnfinished) {
+		t.Errorf("the rerun with --rehash that the abandon advised is refused: %v", err)
 	}
 }
