@@ -1,8 +1,10 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,8 +12,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/segmq/segmq/internal/vfs"
+	"github.com/segmq/segmq/snapfile"
 )
 
 // Hostile review (review6) of the producer's resume records ('V', 'U')
@@ -102,5 +106,88 @@ func TestAbandonRemovesStateFileEvenWhenProgressCouldNotBeRecorded(t *testing.T)
 	cfg.Progress, cfg.Rehash = nil, true
 	if _, err := Send(context.Background(), in, cfg); errors.Is(err, ErrUnfinished) {
 		t.Errorf("the rerun with --rehash that the abandon advised is refused: %v", err)
+	}
+}
+
+// flakyDiskFS is fullDiskFS whose disk is full only while full is set.
+type flakyDiskFS struct {
+	*vfs.MemFS
+	full *atomic.Bool
+}
+
+type flakyDiskFile struct {
+	vfs.File
+	full *atomic.Bool
+}
+
+func (f flakyDiskFile) Write(p []byte) (int, error) {
+	if f.full.Load() {
+		return 0, &fs.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	return f.File.Write(p)
+}
+
+func (m flakyDiskFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	f, err := m.MemFS.OpenFile(name, flag, perm)
+	if err != nil || flag&os.O_APPEND == 0 {
+		return f, err
+	}
+	return flakyDiskFile{f, m.full}, nil
+}
+
+// TestResumeRefusesChangedBytesPublishedAfterProgressStoppedBeingRecorded:
+// the state disk is full when the first 'U' record is written, so the
+// producer warns "this transfer will not be resumable" and publishes on
+// without 'U' or 'V' records, but leaves the state file (H and the first
+// 'V', watermark 0) behind. The file changes in place during the send,
+// the producer dies after publishing the changed segment, the file is
+// restored and the disk freed. The --resume the state file still allows
+// is accepted (fold, 'V' and the absent 'U' all match the restored file)
+// and reported sent, though the broker holds the changed segment: the
+// mixed transfer that 'U' exists to refuse.
+func TestResumeRefusesChangedBytesPublishedAfterProgressStoppedBeingRecorded(t *testing.T) {
+	e := newEnv(t)
+	in, data := review4Snapshot(t, e, "db.bin", 37)
+	changedAt := int64(len(data) / 2)
+	const mss = 4096
+	var full atomic.Bool
+	full.Store(true)
+	fsys := flakyDiskFS{vfs.NewStrictMem(), &full}
+	const state = "/state/db.bin.segmq-send"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var changed, killed atomic.Bool
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: mss, State: state, Log: e.log, stateFS: fsys,
+		Progress: func(n int64) {
+			if !changed.Swap(true) {
+				changeInPlace(t, in)
+			}
+			if n > changedAt+8 && !killed.Swap(true) {
+				cancel() // as kill -9: nothing more reaches the state file
+			}
+		}}
+	if _, err := Send(ctx, in, cfg); err == nil || !killed.Load() {
+		t.Fatalf("setup: the interrupted send: %v (killed %v)", err, killed.Load())
+	}
+	if !strings.Contains(e.logs.String(), "will not be resumable") {
+		t.Fatal("setup: the producer kept recording progress")
+	}
+	full.Store(false)
+	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Progress, cfg.Resume = nil, true
+	sent, err := Send(context.Background(), in, cfg)
+	if err != nil {
+		return // refused: nothing mixed
+	}
+	out := filepath.Join(e.dir, "out.bin")
+	rc := e.receiveCfg(out)
+	rc.Timeout = 5 * time.Second
+	res, rerr := Receive(context.Background(), rc)
+	got, _ := os.ReadFile(out)
+	if rerr != nil || !res.Verified || !bytes.Equal(got, data) {
+		t.Fatalf("--resume of a transfer whose producer had stopped recording progress, with a changed segment published, reported sent (%d segments, resumed %d); the consumer cannot restore it: verified=%v conflicts=%d err=%v, --out equals the snapshot: %v; want the resume refused",
+			sent.Segments, sent.Resumed, res.Verified, res.Conflicts, rerr, bytes.Equal(got, data))
 	}
 }
