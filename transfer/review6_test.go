@@ -191,3 +191,40 @@ func TestResumeRefusesChangedBytesPublishedAfterProgressStoppedBeingRecorded(t *
 			sent.Segments, sent.Resumed, res.Verified, res.Conflicts, rerr, bytes.Equal(got, data))
 	}
 }
+
+// TestResumeRefusedBySidecarCRCDoesNotSayNothingWasPublished: a send is
+// interrupted (as by kill -9) with segments published; the file is then
+// changed in place with its mtime set back, so its sidecar still matches
+// by size and mtime. The --resume is refused by the sidecar's CRC-32C
+// (right), but the error says "nothing was published; run again with
+// --rehash", which is false for a resume (the interrupted run published
+// segments that stay in the queue), and the run it advises (without
+// --resume) is refused as an unfinished transfer.
+func TestResumeRefusedBySidecarCRCDoesNotSayNothingWasPublished(t *testing.T) {
+	e := newEnv(t)
+	in, _ := review4Snapshot(t, e, "db.bin", 41)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var killed atomic.Bool
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4096, Log: e.log, Progress: func(n int64) {
+		if n > 100_000 && !killed.Swap(true) {
+			cancel()
+		}
+	}}
+	if _, err := Send(ctx, in, cfg); err == nil || !killed.Load() {
+		t.Fatalf("setup: the interrupted send: %v", err)
+	}
+	changeInPlace(t, in)
+	cfg.Progress, cfg.Resume = nil, true
+	_, err := Send(context.Background(), in, cfg)
+	if err == nil {
+		t.Fatal("--resume of a file changed in place (mtime set back) was accepted")
+	}
+	if strings.Contains(err.Error(), "nothing was published") {
+		t.Errorf("--resume refused with %q: segments of transfer were published by the interrupted run", err)
+	}
+	cfg.Resume, cfg.Rehash = false, true
+	if _, err2 := Send(context.Background(), in, cfg); errors.Is(err2, ErrUnfinished) {
+		t.Errorf("the run the refusal advised (--rehash) is refused too: %v", err2)
+	}
+}
