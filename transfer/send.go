@@ -193,7 +193,11 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 		// Changed in place since the writer wrote it, its mtime set back
 		// (or the sidecar is another file's): its digest would be a lie
 		// the consumer refuses at the end; refuse it here, with nothing
-		// published.
+		// (more) published.
+		if resumed != nil {
+			return SendResult{}, fmt.Errorf("%w: cannot resume transfer %s: %s does not have the CRC-32C that %s recorded when it was written (%08x, the file's %08x), although its size and mtime still match: it was changed in place and its mtime set back; nothing more was published; delete %s and run again with --rehash to send the file as it is now, as a new transfer",
+				ErrInputChanged, resumed.Transfer, path, path+snapfile.SidecarSuffix, side.CRC32C, scanned.whole, cfg.State)
+		}
 		return SendResult{}, fmt.Errorf("%w: %s does not have the CRC-32C that %s recorded when it was written (%08x, the file's %08x), although its size and mtime still match: it was changed in place and its mtime set back; nothing was published; run again with --rehash to send the file as it is now",
 			ErrInputChanged, path, path+snapfile.SidecarSuffix, side.CRC32C, scanned.whole)
 	}

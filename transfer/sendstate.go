@@ -442,12 +442,18 @@ func (p *publisher) saveWatermark(force bool) {
 	}
 }
 
-// dropState stops recording progress: the transfer goes on, not resumable.
+// dropState stops recording progress: the transfer goes on, not
+// resumable. The state file goes too: left behind, it would record less
+// than was published (a --resume could add other bytes to what it does
+// not name) and make the next send of the file refuse to start.
 func (p *publisher) dropState(err error) {
-	p.jr.Close()
-	p.jr = nil
 	clear(p.wholeAt)
-	p.log.Warn("cannot record progress; this transfer will not be resumable", "state", p.cfg.State, "err", err)
+	gone := "its state file is removed"
+	if rerr := p.jr.Remove(); rerr != nil {
+		gone = fmt.Sprintf("and its state file could not be removed (%v): delete it before sending this file again", rerr)
+	}
+	p.jr = nil
+	p.log.Warn("cannot record progress; this transfer will not be resumable, "+gone, "state", p.cfg.State, "err", err)
 }
 
 const saveEvery = 250e6 // ns: 250ms

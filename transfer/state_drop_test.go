@@ -18,8 +18,9 @@ import (
 	"github.com/segmq/segmq/snapfile"
 )
 
-// Hostile review (review6) of the producer's resume records ('V', 'U')
-// and the abandon path (issue 13).
+// The producer's resume records ('V', 'U') and the abandon path when the
+// state file's disk fills up: what the hostile review (review6) broke,
+// kept as the tests that now pass.
 
 // fullDiskFS is a vfs.MemFS whose files opened for appending (the state
 // journal after its atomic create) fail every write from the first one on
@@ -44,11 +45,10 @@ func (m fullDiskFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File,
 // disk holding IN.segmq-send fills up once the transfer has started, so
 // the first 'U' record fails (journal.Write) and the producer stops
 // recording progress ("this transfer will not be resumable") and goes on.
-// The send succeeds and the consumer restores the file. The state file
-// must not outlive that success: dropState closes the journal and forgets
-// it, so removeState (and abandon) never remove it, and the next send of
-// the same path, as a user runs it, is refused as "unfinished" and told
-// to --resume a transfer that completed.
+// The send succeeds and the consumer restores the file, and the state
+// file does not outlive it: the next send of the same path starts. (The
+// review found it left behind by dropState, and the next send refused as
+// "unfinished".)
 func TestStateFileRemovedAfterSuccessEvenWhenProgressCouldNotBeRecorded(t *testing.T) {
 	e := newEnv(t)
 	const mss = 1000
@@ -78,12 +78,9 @@ func TestStateFileRemovedAfterSuccessEvenWhenProgressCouldNotBeRecorded(t *testi
 
 // TestAbandonRemovesStateFileEvenWhenProgressCouldNotBeRecorded: the same
 // full disk, and the file changed in place during the send, so the send
-// is refused before its last segment and abandoned. The error says "run
-// again with --rehash to send the file as it is now, as a new transfer"
-// but does not say the state file is removed, because it is not (the
-// journal was forgotten by dropState): the rerun it advises is refused as
-// an unfinished transfer to --resume, which the abandoned transfer can
-// never be.
+// is refused before its last segment and abandoned; the rerun the error
+// advises (--rehash) sends the file. (The review found the state file
+// left behind by dropState, and that rerun refused as unfinished.)
 func TestAbandonRemovesStateFileEvenWhenProgressCouldNotBeRecorded(t *testing.T) {
 	e := newEnv(t)
 	in, _ := review4Snapshot(t, e, "db.bin", 31)
@@ -138,13 +135,14 @@ func (m flakyDiskFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File
 // TestResumeRefusesChangedBytesPublishedAfterProgressStoppedBeingRecorded:
 // the state disk is full when the first 'U' record is written, so the
 // producer warns "this transfer will not be resumable" and publishes on
-// without 'U' or 'V' records, but leaves the state file (H and the first
-// 'V', watermark 0) behind. The file changes in place during the send,
+// without 'U' or 'V' records; it removes the state file (H and the first
+// 'V', watermark 0) that would otherwise be left behind. The file changes
+// in place during the send,
 // the producer dies after publishing the changed segment, the file is
-// restored and the disk freed. The --resume the state file still allows
-// is accepted (fold, 'V' and the absent 'U' all match the restored file)
-// and reported sent, though the broker holds the changed segment: the
-// mixed transfer that 'U' exists to refuse.
+// restored and the disk freed. The --resume is refused: no state file is
+// left to accept it. (The review found it accepted and reported sent,
+// fold, 'V' and the absent 'U' all matching the restored file, though the
+// broker held the changed segment.)
 func TestResumeRefusesChangedBytesPublishedAfterProgressStoppedBeingRecorded(t *testing.T) {
 	e := newEnv(t)
 	in, data := review4Snapshot(t, e, "db.bin", 37)
@@ -195,11 +193,11 @@ func TestResumeRefusesChangedBytesPublishedAfterProgressStoppedBeingRecorded(t *
 // TestResumeRefusedBySidecarCRCDoesNotSayNothingWasPublished: a send is
 // interrupted (as by kill -9) with segments published; the file is then
 // changed in place with its mtime set back, so its sidecar still matches
-// by size and mtime. The --resume is refused by the sidecar's CRC-32C
-// (right), but the error says "nothing was published; run again with
-// --rehash", which is false for a resume (the interrupted run published
-// segments that stay in the queue), and the run it advises (without
-// --resume) is refused as an unfinished transfer.
+// by size and mtime. The --resume is refused by the sidecar's CRC-32C,
+// without claiming that nothing was published, and what it advises
+// (delete the state file, run again with --rehash) sends the file. (The
+// review found "nothing was published; run again with --rehash", and that
+// rerun refused as an unfinished transfer.)
 func TestResumeRefusedBySidecarCRCDoesNotSayNothingWasPublished(t *testing.T) {
 	e := newEnv(t)
 	in, _ := review4Snapshot(t, e, "db.bin", 41)
@@ -223,8 +221,17 @@ func TestResumeRefusedBySidecarCRCDoesNotSayNothingWasPublished(t *testing.T) {
 	if strings.Contains(err.Error(), "nothing was published") {
 		t.Errorf("--resume refused with %q: segments of transfer were published by the interrupted run", err)
 	}
+	// The state stays (the file could be restored and the transfer
+	// resumed); the error says to delete it to send the file as it is now.
+	state := in + ".segmq-send"
+	if !strings.Contains(err.Error(), "delete "+state+" and run again with --rehash") {
+		t.Fatalf("--resume refused with %q; want it to say to delete %s and run again with --rehash", err, state)
+	}
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Resume, cfg.Rehash = false, true
-	if _, err2 := Send(context.Background(), in, cfg); errors.Is(err2, ErrUnfinished) {
-		t.Errorf("the run the refusal advised (--rehash) is refused too: %v", err2)
+	if _, err2 := Send(context.Background(), in, cfg); err2 != nil {
+		t.Errorf("the run the refusal advised (delete the state, --rehash) failed: %v", err2)
 	}
 }
