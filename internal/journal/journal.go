@@ -227,25 +227,13 @@ func validRecordAt(raw []byte, off int) bool {
 // same error, rather than write records no replay would read.
 // Rewrite starts a new file and clears it.
 func (j *Journal) Append(recs ...Record) error {
-	if j.err != nil {
-		return j.err
-	}
-	var b []byte
-	for _, r := range recs {
-		if len(r.Data)+1 > MaxRecord {
-			return fmt.Errorf("journal: record of %d bytes over the limit", len(r.Data))
-		}
-		b = appendRecord(b, r)
-	}
-	if _, err := j.f.Write(b); err != nil {
-		j.err = fmt.Errorf("append to %s: %w", j.path, err)
-		return j.err
+	if err := j.Write(recs...); err != nil {
+		return err
 	}
 	if err := j.f.Sync(); err != nil {
 		j.err = fmt.Errorf("fsync %s: %w", j.path, err)
 		return j.err
 	}
-	j.size += int64(len(b))
 	return nil
 }
 
