@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"fmt"
 	"hash"
 	"hash/crc32"
 
@@ -50,12 +51,11 @@ type readAhead struct {
 
 // startReadAhead reads segments [from, total) of split. sha and fold hold
 // the SHA-256 and CRC fold of the payloads before from; the stage owns
-// them from now on. Every payload read goes into the fold; the last
-// segment carries the SHA-256 only if last
-// then says nothing is wrong (the bytes read are those checked), and is
-// otherwise its error. compress is a --compress mode ("", none, zstd, s2,
-// auto).
-func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, last func() error, compress string) (*readAhead, error) {
+// them from now on. The last segment carries the SHA-256 only if the fold
+// of every payload read equals wantFold (the input's fold when it was
+// checked); otherwise it is an ErrInputChanged error. compress is a
+// --compress mode ("", none, zstd, s2, auto).
+func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string, compress string) (*readAhead, error) {
 	depth := min(max(readAheadBytes/(segment.HeaderSize+split.MSS()), 2), 64)
 	ra := &readAhead{blocks: make(chan block, depth), free: make(chan *slot, depth),
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -70,11 +70,11 @@ func startReadAhead(split *segment.Splitter, from uint32, sha hash.Hash, fold *c
 		}
 		ra.free <- sl
 	}
-	go ra.run(split, from, sha, fold, last)
+	go ra.run(split, from, sha, fold, wantFold)
 	return ra, nil
 }
 
-func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, last func() error) {
+func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fold *crcFold, wantFold string) {
 	defer close(ra.done)
 	defer close(ra.blocks)
 	total := split.Total()
@@ -96,7 +96,9 @@ func (ra *readAhead) run(split *segment.Splitter, from uint32, sha hash.Hash, fo
 			fold.add(b.rawCRC, len(payload))
 			b.whole = fold.whole
 			if seq == total-1 {
-				if b.err = last(); b.err == nil {
+				if fold.sum() != wantFold {
+					b.err = fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
+				} else {
 					b.sum = hashHex(sha)
 				}
 			}

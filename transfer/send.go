@@ -264,7 +264,7 @@ func Send(ctx context.Context, path string, cfg SendConfig) (SendResult, error) 
 			p.jr.Close()
 		}
 	}()
-	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, p.lastCheck(path, fold), cfg.Compress); err != nil {
+	if p.ra, err = startReadAhead(p.split, p.next, p.sha, p.fold, fold, cfg.Compress); err != nil {
 		return SendResult{}, err
 	}
 	defer p.ra.close()
@@ -338,18 +338,6 @@ func (p *publisher) checkPublished(st *sendState) error {
 	// 'U' records go on from there.
 	p.pubSeq, p.pubCRC, p.hasPub = st.pubSeq, st.pubCRC, true
 	return nil
-}
-
-// lastCheck is what must hold before the last segment, which carries the
-// SHA-256, is published: the bytes read are those checked before the
-// send. It runs on the read-ahead, which owns p.fold.
-func (p *publisher) lastCheck(path, want string) func() error {
-	return func() error {
-		if p.fold.sum() != want {
-			return fmt.Errorf("%w: its segments' CRC-32Cs no longer match those of the bytes checked before the send; the last segment, which carries the SHA-256, was not published", ErrInputChanged)
-		}
-		return nil
-	}
 }
 
 // abandon ends a transfer that can never complete: its last segment was
