@@ -20,7 +20,8 @@ import (
 	"github.com/segmq/segmq/snapfile"
 )
 
-// Second hostile review (review5) of the sidecar path after b58becd.
+// Resumes and sends with a sidecar: what the second hostile review of the
+// sidecar path (review5) broke, kept as the tests that now pass.
 
 // stateWatermark reads the last watermark recorded in a producer's state
 // file.
@@ -82,7 +83,16 @@ func TestResumeRefusesChangedBytesPublishedAboveWatermark(t *testing.T) {
 	if err := snapfile.WriteWithSidecar(in, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Progress, cfg.Resume = nil, true
+	cfg.Progress = nil
+	resumeRefusedOrExact(t, e, in, cfg, data, fmt.Sprintf("--resume (watermark %d, changed segment %d published above it)", w, changedAt/mss))
+}
+
+// resumeRefusedOrExact runs Send --resume of in with cfg: it must be
+// refused, or the consumer must then restore exactly data. Never "sent"
+// for a transfer the consumer cannot restore.
+func resumeRefusedOrExact(t *testing.T, e *env, in string, cfg SendConfig, data []byte, what string) {
+	t.Helper()
+	cfg.Resume = true
 	sent, err := Send(context.Background(), in, cfg)
 	if err != nil {
 		return // refused: nothing mixed
@@ -93,8 +103,8 @@ func TestResumeRefusesChangedBytesPublishedAboveWatermark(t *testing.T) {
 	res, rerr := Receive(context.Background(), rc)
 	got, _ := os.ReadFile(out)
 	if rerr != nil || !res.Verified || !bytes.Equal(got, data) {
-		t.Fatalf("--resume (watermark %d, changed segment %d published above it) reported sent (%d segments, resumed %d); the consumer cannot restore it: verified=%v conflicts=%d err=%v, --out equals the snapshot: %v; want the resume refused, or a transfer the consumer restores",
-			w, changedAt/mss, sent.Segments, sent.Resumed, res.Verified, res.Conflicts, rerr, bytes.Equal(got, data))
+		t.Fatalf("%s reported sent (%d segments, resumed %d); the consumer cannot restore it: verified=%v conflicts=%d err=%v, --out equals the snapshot: %v; want the resume refused, or a transfer the consumer restores",
+			what, sent.Segments, sent.Resumed, res.Verified, res.Conflicts, rerr, bytes.Equal(got, data))
 	}
 }
 
@@ -129,13 +139,9 @@ func bigTrailerSnapshot(t *testing.T, tables int) []byte {
 }
 
 // TestSidecarPathSendsSnapshotWithBigTrailer: a complete, valid snapshot
-// (snapfile.Check passes) with its sidecar, whose trailer is over
-// maxEndRecord (4 MiB), is sent whole on the sidecar path and then refused
-// at the last segment ("its first or last record is over 4 MiB"), the
-// transfer abandoned: every byte went to the broker for nothing, and the
-// default invocation cannot send a valid snapshot. The scan path (--rehash)
-// sends it. Want: the default send succeeds (or knows before the first
-// publish that it must read the file first).
+// with its sidecar, whose trailer is over 4 MiB, is sent with the default
+// flags. (The review found the skipped read's walk refusing it at the last
+// segment, every byte sent for nothing.)
 func TestSidecarPathSendsSnapshotWithBigTrailer(t *testing.T) {
 	e := newEnv(t)
 	data := bigTrailerSnapshot(t, 800_000)
@@ -160,16 +166,12 @@ func TestSidecarPathSendsSnapshotWithBigTrailer(t *testing.T) {
 	}
 }
 
-// TestAbandonedTransferDoesNotStallTheRerun: a send on the sidecar path of
-// a snapshot changed in place (mtime set back) publishes every segment but
-// the last and is abandoned; the user does what the error says ("run
-// again with --rehash to send the file as it is now") and that send
-// succeeds. The consumer, run as usual, must then restore the file as it
-// is now. It takes the abandoned transfer instead (the first in the
-// queue: "no consumer will complete it"), moves the good one's segments
-// to the tail and times out on the one segment that never comes. Before
-// 1fd3e41 the read before the send refused such a file with nothing
-// published.
+// TestAbandonedTransferDoesNotStallTheRerun: the send of a snapshot
+// changed in place (mtime set back) is refused; the user does what the
+// error says ("run again with --rehash to send the file as it is now"),
+// and the consumer, run as usual, restores the file as it is now. (The
+// review found the refused send had published every segment but the last,
+// and the consumer took that abandoned transfer and timed out.)
 func TestAbandonedTransferDoesNotStallTheRerun(t *testing.T) {
 	e := newEnv(t)
 	in, _ := review4Snapshot(t, e, "db.bin", 22)
