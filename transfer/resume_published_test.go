@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -197,5 +199,32 @@ func TestAbandonedTransferDoesNotStallTheRerun(t *testing.T) {
 	if rerr != nil || !res.Verified || !bytes.Equal(got, now) {
 		t.Fatalf("after the abandoned transfer and the advised --rehash (transfer %s, sent), the consumer: transfer %s verified=%v err=%v, --out is the file: %v; want the re-sent file restored",
 			sent.Transfer, res.Transfer, res.Verified, rerr, bytes.Equal(got, now))
+	}
+}
+
+// TestSendRefusedMidwayIsAbandoned: a file that changes in place during
+// the send fails it before the last segment (ErrInputChanged), and the
+// transfer is abandoned: the error says so, the state file is gone, so no
+// --resume can add to what was published, and a plain rerun sends the
+// file as it is now instead of being refused as unfinished.
+func TestSendRefusedMidwayIsAbandoned(t *testing.T) {
+	e := newEnv(t)
+	in, _ := review4Snapshot(t, e, "db.bin", 23)
+	var changed atomic.Bool
+	cfg := SendConfig{Dial: e.dial(), Topology: e.topo, MSS: 4096, Log: e.log, Progress: func(int64) {
+		if !changed.Swap(true) { // after the read before the send
+			changeInPlace(t, in)
+		}
+	}}
+	_, err := Send(context.Background(), in, cfg)
+	if !errors.Is(err, ErrInputChanged) || !strings.Contains(err.Error(), "is abandoned") || !strings.Contains(err.Error(), "state file is removed") {
+		t.Fatalf("Send of a file changed during the send: %v; want ErrInputChanged, the transfer abandoned and its state file removed", err)
+	}
+	if _, serr := os.Stat(in + ".segmq-send"); !os.IsNotExist(serr) {
+		t.Fatalf("the abandoned transfer's state file is still there: %v", serr)
+	}
+	cfg.Progress, cfg.Rehash = nil, true
+	if _, err := Send(context.Background(), in, cfg); err != nil {
+		t.Fatalf("the rerun the error advises (--rehash): %v", err)
 	}
 }
